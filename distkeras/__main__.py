@@ -1,0 +1,5 @@
+import sys
+
+from distkeras.frontends.cli import main
+
+sys.exit(main())

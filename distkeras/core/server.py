@@ -1,0 +1,292 @@
+"""The parameter server as a state machine: no sockets, no threads of its own, thread-safe.
+
+It owns the center and the strategy's server state and decides, for every commit,
+whether it is applied, buffered for the round (synchronous strategies), a duplicate of
+one already applied, or rejected (fenced attempt, wrong layout, non-finite values).
+Failures are data: every call returns a :class:`CommitResult`; only misuse by the
+caller (an unknown worker id) raises.
+
+Identity of a commit: (worker, attempt, seq). ``attempt`` is the Spark task attempt:
+when a worker registers a higher attempt, the lower ones are fenced off (their late
+commits are rejected), so a retried task never races its dead predecessor. ``seq``
+increases by one per commit of an attempt; a commit whose seq is not above the last one
+seen for that (worker, attempt) is a replay and is acknowledged without being applied.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .strategies import Commit, Strategy
+from .strategies.aggregate import all_finite
+
+APPLIED = "applied"
+PENDING = "pending"  # buffered until the synchronous round completes
+DUPLICATE = "duplicate"
+REJECTED = "rejected"
+
+# rejection reasons, counted in stats
+FENCED = "fenced"
+BAD_LAYOUT = "bad_layout"
+NON_FINITE = "non_finite"
+NOT_REGISTERED = "not_registered"
+ROUND_CLOSED = "round_closed"
+
+
+class CommitResult(NamedTuple):
+    status: str
+    clock: int
+    round: int = 0
+    reason: str = ""
+    staleness: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (APPLIED, PENDING, DUPLICATE)
+
+
+class PullResult(NamedTuple):
+    center: np.ndarray  # a copy the caller owns
+    clock: int
+    round: int
+
+
+@dataclass
+class WorkerRecord:
+    attempt: int = 0
+    last_seq: int = -1
+    pull_clock: int = 0
+    center_at_pull: np.ndarray | None = None
+    commits: int = 0
+    samples: int = 0
+    staleness_sum: int = 0
+    staleness_max: int = 0
+    last_staleness: int = 0
+    active: bool = True
+
+
+@dataclass
+class ServerStats:
+    commits_applied: int = 0
+    duplicates: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    rounds: int = 0
+    samples: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    pulls: int = 0
+
+
+class ParameterServerState:
+    """Clock, per-worker pull clocks, dedup, fencing, round barrier and the center.
+
+    ``num_workers`` is the number of workers in a synchronous round; asynchronous
+    strategies accept any worker id in ``range(num_workers)``.
+    """
+
+    def __init__(self, strategy: Strategy, center: np.ndarray, num_workers: int = 1, *, clock: int = 0, server_state: Any = None):
+        if num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        center = np.asarray(center)
+        if center.dtype != np.float32 or center.ndim != 1:
+            raise ValueError(f"the center must be a 1-D float32 vector, got {center.dtype} of shape {center.shape}")
+        self.strategy = strategy
+        self.num_workers = int(num_workers)
+        self.size = int(center.shape[0])
+        self.state = server_state if server_state is not None else strategy.init_server(center)
+        self.clock = int(clock)
+        self.round = 0
+        self.workers = {w: WorkerRecord() for w in range(self.num_workers)}
+        self.stats_ = ServerStats()
+        self._round_buffer: dict[int, Commit] = {}
+        self._lock = threading.Lock()
+        self._round_done = threading.Condition(self._lock)
+        self.started = time.monotonic()
+
+    # -- helpers ------------------------------------------------------------------
+    @property
+    def center(self) -> np.ndarray:
+        """The live center (read-only view; do not keep it across commits)."""
+        view = self.state.center.view()
+        view.flags.writeable = False
+        return view
+
+    def _record(self, worker: int) -> WorkerRecord:
+        if not isinstance(worker, (int, np.integer)) or worker not in self.workers:
+            raise ValueError(f"unknown worker id {worker!r}: this server has workers 0..{self.num_workers - 1}")
+        return self.workers[worker]
+
+    def _reject(self, reason: str, staleness: int = 0) -> CommitResult:
+        self.stats_.rejected[reason] += 1
+        return CommitResult(REJECTED, self.clock, self.round, reason, staleness)
+
+    def _expected(self) -> int:
+        return sum(1 for r in self.workers.values() if r.active)
+
+    # -- protocol -------------------------------------------------------------------
+    def register(self, worker: int, attempt: int = 0) -> bool:
+        """A worker (task attempt) says hello. A higher attempt fences off the lower ones.
+
+        Returns False (and changes nothing) when ``attempt`` is older than the current one.
+        """
+        with self._lock:
+            rec = self._record(worker)
+            if attempt < rec.attempt:
+                self.stats_.rejected[FENCED] += 1
+                return False
+            if attempt > rec.attempt:
+                rec.attempt = attempt
+                rec.last_seq = -1
+                self._round_buffer.pop(worker, None)  # its predecessor's unfinished round commit
+            rec.active = True
+            return True
+
+    def pull(self, worker: int, attempt: int = 0, nbytes_in: int = 0) -> PullResult:
+        with self._lock:
+            rec = self._record(worker)
+            rec.pull_clock = self.clock
+            if self.strategy.needs_center_at_pull:
+                rec.center_at_pull = self.state.center.copy()
+            self.stats_.pulls += 1
+            self.stats_.bytes_in += nbytes_in
+            self.stats_.bytes_out += self.state.center.nbytes
+            return PullResult(self.state.center.copy(), self.clock, self.round)
+
+    def commit(self, worker: int, attempt: int, seq: int, payload: np.ndarray, samples: int = 1, nbytes_in: int = 0) -> CommitResult:
+        """Offer one decoded commit. Never raises for bad data: the result says what happened."""
+        with self._lock:
+            rec = self._record(worker)
+            self.stats_.bytes_in += nbytes_in
+            if attempt < rec.attempt:
+                return self._reject(FENCED)
+            if attempt > rec.attempt:
+                return self._reject(NOT_REGISTERED)
+            if seq <= rec.last_seq:
+                self.stats_.duplicates += 1
+                return CommitResult(DUPLICATE, self.clock, self.round)
+            payload = np.asarray(payload)
+            if payload.dtype != np.float32 or payload.shape != (self.size,):
+                return self._reject(BAD_LAYOUT)
+            if not all_finite(payload):
+                return self._reject(NON_FINITE)
+            staleness = self.clock - rec.pull_clock
+            c = Commit(payload, int(samples), staleness, worker, rec.center_at_pull)
+            rec.last_seq = seq
+            rec.commits += 1
+            rec.samples += int(samples)
+            rec.staleness_sum += staleness
+            rec.staleness_max = max(rec.staleness_max, staleness)
+            rec.last_staleness = staleness
+            self.stats_.samples += int(samples)
+            if not self.strategy.synchronous:
+                self.state = self.strategy.apply_inplace(self.state, [c])
+                self.clock += 1
+                self.stats_.commits_applied += 1
+                return CommitResult(APPLIED, self.clock, self.round, "", staleness)
+            if worker in self._round_buffer:
+                return self._reject(ROUND_CLOSED)
+            self._round_buffer[worker] = c
+            this_round = self.round
+            self._maybe_close_round()
+            status = APPLIED if self.round > this_round else PENDING
+            return CommitResult(status, self.clock, this_round, "", staleness)
+
+    def _maybe_close_round(self) -> None:
+        expected = [w for w, r in self.workers.items() if r.active]
+        if expected and all(w in self._round_buffer for w in expected):
+            commits = [self._round_buffer[w] for w in sorted(expected)]
+            self.state = self.strategy.apply_inplace(self.state, commits)
+            self.stats_.commits_applied += len(commits)
+            self._round_buffer.clear()
+            self.clock += 1
+            self.round += 1
+            self.stats_.rounds += 1
+            self._round_done.notify_all()
+
+    def wait_round(self, round_: int, timeout: float | None = None) -> bool:
+        """Block until round ``round_`` has been applied. False on timeout."""
+        with self._round_done:
+            return self._round_done.wait_for(lambda: self.round > round_, timeout)
+
+    def leave(self, worker: int) -> None:
+        """A worker has finished: synchronous rounds no longer wait for it."""
+        with self._lock:
+            rec = self._record(worker)
+            rec.active = False
+            self._round_buffer.pop(worker, None)
+            if self.strategy.synchronous and self._round_buffer:
+                self._maybe_close_round()
+
+    def record_bytes(self, nbytes_in: int = 0, nbytes_out: int = 0) -> None:
+        with self._lock:
+            self.stats_.bytes_in += nbytes_in
+            self.stats_.bytes_out += nbytes_out
+
+    # -- introspection and checkpoints --------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            s = self.stats_
+            return {
+                "strategy": self.strategy.name,
+                "clock": self.clock,
+                "round": self.round,
+                "commits_applied": s.commits_applied,
+                "duplicates": s.duplicates,
+                "rejected": dict(s.rejected),
+                "rejected_total": sum(s.rejected.values()),
+                "samples": s.samples,
+                "pulls": s.pulls,
+                "bytes_in": s.bytes_in,
+                "bytes_out": s.bytes_out,
+                "uptime_s": time.monotonic() - self.started,
+                "workers": {
+                    str(w): {
+                        "attempt": r.attempt,
+                        "commits": r.commits,
+                        "samples": r.samples,
+                        "staleness_last": r.last_staleness,
+                        "staleness_max": r.staleness_max,
+                        "staleness_mean": (r.staleness_sum / r.commits) if r.commits else 0.0,
+                        "active": r.active,
+                    }
+                    for w, r in self.workers.items()
+                },
+            }
+
+    def snapshot(self) -> dict[str, Any]:
+        """A consistent copy of everything a checkpoint needs: arrays and plain values."""
+        with self._lock:
+            return {
+                "strategy": self.strategy.name,
+                "params": self.strategy.params(),
+                "clock": self.clock,
+                "round": self.round,
+                "state_type": type(self.state).__name__,
+                "state": {k: np.array(v, copy=True) for k, v in self.state._asdict().items()},
+                "attempts": {str(w): r.attempt for w, r in self.workers.items()},
+                "last_seq": {str(w): r.last_seq for w, r in self.workers.items()},
+            }
+
+    @classmethod
+    def from_snapshot(cls, strategy: Strategy, snap: dict[str, Any], num_workers: int | None = None) -> "ParameterServerState":
+        """Rebuild a server from :meth:`snapshot`'s output (strategy must match)."""
+        if snap["strategy"] != strategy.name:
+            raise ValueError(f"snapshot is of strategy {snap['strategy']!r}, not {strategy.name!r}")
+        template = strategy.init_server(np.asarray(snap["state"]["center"], dtype=np.float32))
+        state = type(template)(**{k: np.array(snap["state"][k], dtype=np.float32, copy=True) for k in template._fields})
+        n = num_workers if num_workers is not None else len(snap.get("attempts", {})) or 1
+        server = cls(strategy, state.center, n, clock=int(snap["clock"]), server_state=state)
+        server.round = int(snap.get("round", 0))
+        for w, a in snap.get("attempts", {}).items():
+            if int(w) in server.workers:
+                server.workers[int(w)].attempt = int(a)
+        for w, s in snap.get("last_seq", {}).items():
+            if int(w) in server.workers:
+                server.workers[int(w)].last_seq = int(s)
+        return server
