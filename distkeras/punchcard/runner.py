@@ -212,17 +212,20 @@ class JobRunner:
             self._cancelled.discard(job_id)
             stopping = self._stopping
             done = self._done.pop(job_id)
-        job_dir = self.job_dir(job_id)
-        result = last_json_object(job_dir / "stdout.log")
-        if cancelled:
-            self.store.finish(job_id, "cancelled", reason=CANCEL_REASON, exit_code=rc, result=result)
-        elif stopping:
-            self.store.finish(job_id, "failed", reason=STOP_REASON, exit_code=rc, result=result)
-        elif rc == 0:
-            self.store.finish(job_id, "succeeded", exit_code=rc, result=result)
-        else:
-            self.store.finish(job_id, "failed", reason=self._failure_reason(job_dir, rc), exit_code=rc, result=result)
-        done.set()
+        try:
+            job_dir = self.job_dir(job_id)
+            result = last_json_object(job_dir / "stdout.log")
+            if cancelled:
+                self.store.finish(job_id, "cancelled", reason=CANCEL_REASON, exit_code=rc, result=result)
+            elif stopping:
+                self.store.finish(job_id, "failed", reason=STOP_REASON, exit_code=rc, result=result)
+            elif rc == 0:
+                self.store.finish(job_id, "succeeded", exit_code=rc, result=result)
+            else:
+                reason = self._failure_reason(job_dir, rc)
+                self.store.finish(job_id, "failed", reason=reason, exit_code=rc, result=result)
+        finally:
+            done.set()
 
     @staticmethod
     def _failure_reason(job_dir: Path, rc: int) -> str:
@@ -233,7 +236,7 @@ class JobRunner:
                 what = f"killed by signal {-rc}"
         else:
             what = f"exited with code {rc}"
-        last = [line for line in tail_lines(job_dir / "stderr.log", 20) if line.strip()]
+        last = [line for line in tail_lines(job_dir / "stderr.log", 20, max_bytes=64 * 1024) if line.strip()]
         return f"the job {what}" + (f": {last[-1].strip()[:500]}" if last else "")
 
     def cancel(self, job_id: str) -> bool:

@@ -286,7 +286,7 @@ def create_app(settings: Settings) -> FastAPI:
         out = job_dir / "out"
         job = {k: v for k, v in job.items() if k not in ("token_id", "pid")}
         job["files"] = [n for n in OUTPUT_FILES if (out / n).is_file()]
-        last = [line for line in tail_lines(job_dir / "stderr.log", 5) if line.strip()]
+        last = [line for line in tail_lines(job_dir / "stderr.log", 5, max_bytes=64 * 1024) if line.strip()]
         job["log_tail"] = last[-1].strip()[:500] if last else None
         return job
 
