@@ -11,6 +11,11 @@ Endpoints (all under ``/v1``; every one but ``/v1/health`` needs ``Authorization
   ``GET /v1/jobs/{id}/model`` (the trained ``model.keras``) and
   ``GET /v1/jobs/{id}/files/{name}`` (``model.keras``, ``history.json``, ``curves.png``).
 - Another token's job is answered 404, exactly like a job that does not exist.
+
+With curl::
+
+    curl -H "Authorization: Bearer $TOKEN" -F 'spec={"strategy": "adag", "workers": 4}' \
+         -F model=@model.keras http://127.0.0.1:8765/v1/jobs
 """
 
 # No "from __future__ import annotations": FastAPI reads the endpoint annotations at runtime,
