@@ -270,7 +270,7 @@ def test_cancel_kills_the_process_tree(server: Server, token: str) -> None:
     job = client.submit({"strategy": "adag", "workers": 2, "epochs": 100_000})
     leader, child = pids(server, job["id"])
     assert process_alive(leader) and process_alive(child)
-    wait_for(lambda: client.status(job["id"])["log_tail"], timeout=10)
+    wait_for(lambda: (client.status(job["id"])["log_tail"] or "").startswith("epoch "), timeout=10)
     cancelled = client.cancel(job["id"])
     assert cancelled["state"] == "cancelled" and cancelled["reason"] == "cancelled by its owner"
     wait_for(lambda: not process_alive(leader) and not process_alive(child), timeout=5)
