@@ -148,8 +148,12 @@ async def _drain(stream: AsyncIterator[bytes], budget: int) -> None:
 async def _read_multipart(request: Request, model_path: Path, limit: int) -> tuple[bytes | None, bool]:
     """Stream the multipart body: the ``spec`` field into memory, the ``model`` file straight to
     ``model_path``; counts bytes as they arrive and stops at ``limit`` (413)."""
-    from python_multipart.exceptions import FormParserError
-    from python_multipart.multipart import MultipartParser, parse_options_header
+    try:
+        from python_multipart.exceptions import FormParserError
+        from python_multipart.multipart import MultipartParser, parse_options_header
+    except ModuleNotFoundError:  # python-multipart < 0.0.13 ships the package as `multipart`
+        from multipart.exceptions import FormParserError  # type: ignore[no-redef]
+        from multipart.multipart import MultipartParser, parse_options_header  # type: ignore[no-redef]
 
     ctype, options = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or b"boundary" not in options:

@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-pytest.importorskip("python_multipart")
+pytest.importorskip("multipart" if __import__("importlib").util.find_spec("python_multipart") is None else "python_multipart")
 httpx = pytest.importorskip("httpx")
 
 ROOT = Path(__file__).resolve().parents[2]
