@@ -111,3 +111,14 @@ def test_pure_functions_do_not_mutate():
     agg.all_finite(vs[0])
     for a, b in zip(vs, before):
         assert np.array_equal(a, b)
+
+
+def test_all_finite_long_odd_vector():
+    n = (1 << 20) + 3
+    v = np.full(n, 0.25, np.float32)
+    assert agg.all_finite(v)
+    for p in (0, n // 2 - 1, n // 2, n - 2, n - 1):
+        for bad in (np.nan, np.inf, -np.inf):
+            v[p] = bad
+            assert not agg.all_finite(v), (p, bad)
+            v[p] = 0.25

@@ -116,16 +116,17 @@ def all_finite(vector: np.ndarray) -> bool:
     their sum overflow; only a non-finite ``s`` pays the exact elementwise check, so the
     answer is always exact.
     """
-    v = np.asarray(vector)
+    v = vector if isinstance(vector, np.ndarray) else np.asarray(vector)
     if v.dtype.kind not in "fc":
         return True  # integers and booleans are always finite
-    v = v.reshape(-1)
+    if v.ndim != 1:
+        v = v.reshape(-1)
     n = v.shape[0]
-    if n < _EXACT_BELOW or v.dtype not in (np.float32, np.float64):
-        return bool(np.isfinite(v).all())
+    if n < _EXACT_BELOW or v.dtype.char not in "fd":  # short, or not float32/float64
+        return bool(np.logical_and.reduce(np.isfinite(v)))
     half = n // 2
     with np.errstate(over="ignore", invalid="ignore"):  # np.dot reports NaN/overflow as warnings
         fast = np.dot(v[:half], v[half : 2 * half])
     if np.isfinite(fast) and (n % 2 == 0 or np.isfinite(v[n - 1])):
         return True
-    return bool(np.isfinite(v).all())
+    return bool(np.logical_and.reduce(np.isfinite(v)))
