@@ -88,7 +88,9 @@ class Float16Codec(Codec):
     name: ClassVar[str] = "fp16"
 
     def encode(self, vector, state):
-        return {"codec": self.name, "values": np.asarray(vector, dtype=F32).astype(np.float16)}, state
+        with np.errstate(over="ignore"):  # saturation to ±inf is documented and caught by the server
+            values = np.asarray(vector, dtype=F32).astype(np.float16)
+        return {"codec": self.name, "values": values}, state
 
     def decode(self, encoded, size):
         return self._array(encoded, "values", np.float16, size).astype(F32)
@@ -114,7 +116,10 @@ class Int8Codec(Codec):
         blocks = padded.reshape(chunks, self.chunk)
         scales = (np.abs(blocks).max(axis=1) / F32(127.0)).astype(F32)
         safe = np.where(scales > 0, scales, F32(1.0))
-        q = np.clip(np.rint(blocks / safe[:, None]), -127, 127).astype(np.int8)
+        # a NaN/Inf input gives a NaN/Inf scale, so its whole chunk decodes non-finite
+        # and the server rejects the commit (the codec never launders bad values)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            q = np.clip(np.rint(blocks / safe[:, None]), -127, 127).astype(np.int8)
         return {"codec": self.name, "q": q.reshape(-1)[:n], "scales": scales, "chunk": self.chunk}, state
 
     def decode(self, encoded, size):
@@ -123,7 +128,8 @@ class Int8Codec(Codec):
             raise CodecError("int8 update needs a positive integer 'chunk'")
         q = self._array(encoded, "q", np.int8, size)
         scales = self._array(encoded, "scales", F32, -(-size // chunk))
-        return (q.astype(F32) * np.repeat(scales, chunk)[:size]).astype(F32)
+        with np.errstate(invalid="ignore"):  # 0 · inf from a non-finite scale stays NaN (rejected later)
+            return (q.astype(F32) * np.repeat(scales, chunk)[:size]).astype(F32)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ vector while the Keras adapters deal in per-layer arrays.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -30,7 +31,7 @@ class Entry:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # exact Python int; np.prod is ~50x slower on the hot path
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ BAD_LAYOUT = "bad_layout"
 NON_FINITE = "non_finite"
 NOT_REGISTERED = "not_registered"
 ROUND_CLOSED = "round_closed"
+LEFT = "left"  # the worker called leave(); it must register() again to commit
 
 
 class CommitResult(NamedTuple):
@@ -144,7 +145,7 @@ class ParameterServerState:
                 rec.attempt = attempt
                 rec.last_seq = -1
                 self._round_buffer.pop(worker, None)  # its predecessor's unfinished round commit
-            rec.active = True
+            rec.active = True  # a worker that left and registers again is waited for from now on
             return True
 
     def pull(self, worker: int, attempt: int = 0, nbytes_in: int = 0) -> PullResult:
@@ -159,7 +160,23 @@ class ParameterServerState:
             return PullResult(self.state.center.copy(), self.clock, self.round)
 
     def commit(self, worker: int, attempt: int, seq: int, payload: np.ndarray, samples: int = 1, nbytes_in: int = 0) -> CommitResult:
-        """Offer one decoded commit. Never raises for bad data: the result says what happened."""
+        """Offer one decoded commit. Never raises for bad data: the result says what happened.
+
+        Checks, in order: fencing (an older attempt), registration, dedup (a seq already
+        seen is acknowledged as a duplicate and not applied), a worker that left, layout,
+        a second commit to the same synchronous round, finite values. A rejected commit
+        changes nothing but the rejection counters. ``payload`` is not copied: it must not
+        change during the call (the server never writes to it).
+        """
+        payload = np.asarray(payload)
+        layout_ok = payload.dtype == np.float32 and payload.shape == (self.size,)
+        # The one pass over the payload (the finite check) runs before taking the lock, so
+        # that commits arriving on several connections check their payloads in parallel. An
+        # obvious replay skips it (a lock-free peek; the verdict below is taken under the lock).
+        finite: bool | None = None
+        peek = self.workers.get(worker) if isinstance(worker, (int, np.integer)) else None
+        if layout_ok and not (peek is not None and attempt == peek.attempt and seq <= peek.last_seq):
+            finite = all_finite(payload)
         with self._lock:
             rec = self._record(worker)
             self.stats_.bytes_in += nbytes_in
@@ -170,10 +187,16 @@ class ParameterServerState:
             if seq <= rec.last_seq:
                 self.stats_.duplicates += 1
                 return CommitResult(DUPLICATE, self.clock, self.round)
-            payload = np.asarray(payload)
-            if payload.dtype != np.float32 or payload.shape != (self.size,):
+            if not rec.active:
+                return self._reject(LEFT)
+            if not layout_ok:
                 return self._reject(BAD_LAYOUT)
-            if not all_finite(payload):
+            if self.strategy.synchronous and worker in self._round_buffer:
+                # checked before any bookkeeping: a rejected commit must not count as seen
+                return self._reject(ROUND_CLOSED)
+            if finite is None:  # the peek saw a replay that a concurrent register() has since reset
+                finite = all_finite(payload)
+            if not finite:
                 return self._reject(NON_FINITE)
             staleness = self.clock - rec.pull_clock
             c = Commit(payload, int(samples), staleness, worker, rec.center_at_pull)
@@ -189,8 +212,6 @@ class ParameterServerState:
                 self.clock += 1
                 self.stats_.commits_applied += 1
                 return CommitResult(APPLIED, self.clock, self.round, "", staleness)
-            if worker in self._round_buffer:
-                return self._reject(ROUND_CLOSED)
             self._round_buffer[worker] = c
             this_round = self.round
             self._maybe_close_round()
@@ -198,9 +219,10 @@ class ParameterServerState:
             return CommitResult(status, self.clock, this_round, "", staleness)
 
     def _maybe_close_round(self) -> None:
-        expected = [w for w, r in self.workers.items() if r.active]
-        if expected and all(w in self._round_buffer for w in expected):
-            commits = [self._round_buffer[w] for w in sorted(expected)]
+        """Apply the round once every active worker has committed to it. Commits of workers
+        that left after committing to this round are part of it (nothing is lost)."""
+        if self._round_buffer and all(w in self._round_buffer for w, r in self.workers.items() if r.active):
+            commits = [self._round_buffer[w] for w in sorted(self._round_buffer)]
             self.state = self.strategy.apply_inplace(self.state, commits)
             self.stats_.commits_applied += len(commits)
             self._round_buffer.clear()
@@ -215,11 +237,14 @@ class ParameterServerState:
             return self._round_done.wait_for(lambda: self.round > round_, timeout)
 
     def leave(self, worker: int) -> None:
-        """A worker has finished: synchronous rounds no longer wait for it."""
+        """A worker has finished: synchronous rounds no longer wait for it.
+
+        A commit it already made to the current round stays in that round. Later commits
+        from it are rejected (reason ``left``) until it registers again.
+        """
         with self._lock:
             rec = self._record(worker)
             rec.active = False
-            self._round_buffer.pop(worker, None)
             if self.strategy.synchronous and self._round_buffer:
                 self._maybe_close_round()
 

@@ -42,10 +42,13 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if obj.dtype.name not in ALLOWED_DTYPES:
             raise WireError(f"dtype {obj.dtype} is not allowed on the wire; allowed: {sorted(ALLOWED_DTYPES)}")
-        arr = np.ascontiguousarray(obj)
+        # np.ascontiguousarray would turn a 0-d array into shape (1,): keep the shape as it is
+        arr = obj if obj.flags.c_contiguous else np.array(obj, order="C")
         if arr.dtype.byteorder == ">":
             arr = arr.astype(arr.dtype.newbyteorder("<"))
-        data = msgpack.packb([arr.dtype.name, list(arr.shape), memoryview(arr).cast("B")], use_bin_type=True)
+        # a flat view of the contiguous array: no copy, and valid for 0-d and empty arrays
+        raw = memoryview(arr.reshape(-1)).cast("B") if arr.size else b""
+        data = msgpack.packb([arr.dtype.name, list(arr.shape), raw], use_bin_type=True)
         return msgpack.ExtType(_ARRAY_EXT, data)
     if isinstance(obj, np.integer):
         return int(obj)
@@ -84,8 +87,10 @@ def _ext_hook(code: int, data: bytes) -> Any:
 # -- messages ------------------------------------------------------------------------
 def encode(op: str, **fields: Any) -> bytes:
     """A message body (no frame header)."""
-    if op not in OPS:
+    if not isinstance(op, str) or op not in OPS:
         raise WireError(f"unknown op {op!r}; known ops: {sorted(OPS)}")
+    if "v" in fields:
+        raise WireError("'v' is reserved for the schema version")
     try:
         return msgpack.packb({"v": SCHEMA_VERSION, "op": op, **fields}, default=_default, use_bin_type=True)
     except WireError:
@@ -111,10 +116,11 @@ def decode(body: bytes | bytearray | memoryview, max_size: int = DEFAULT_MAX_FRA
         raise WireError(f"malformed message: {type(exc).__name__}: {exc}") from None
     if not isinstance(msg, dict):
         raise WireError(f"a message must be a map, got {type(msg).__name__}")
-    if msg.get("v") != SCHEMA_VERSION:
-        raise WireError(f"unsupported schema version {msg.get('v')!r}; this side speaks {SCHEMA_VERSION}")
+    version = msg.get("v")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise WireError(f"unsupported schema version {version!r}; this side speaks {SCHEMA_VERSION}")
     op = msg.get("op")
-    if op not in OPS:
+    if not isinstance(op, str) or op not in OPS:  # an unhashable op (a list, a map) must not raise TypeError
         raise WireError(f"unknown op {op!r}; known ops: {sorted(OPS)}")
     return msg
 

@@ -102,13 +102,31 @@ def nesterov_outer_step(
     return np.subtract(center, step, dtype=F32), buffer
 
 
-def all_finite(vector: np.ndarray) -> bool:
-    """True when no element is NaN or ±Inf.
+_EXACT_BELOW = 1 << 14  # below this length the plain elementwise check is the faster one
 
-    Fast path: the sum of a finite vector is finite unless it overflows, and any NaN
-    or Inf makes the sum non-finite; only a non-finite sum pays the exact check.
+
+def all_finite(vector: np.ndarray) -> bool:
+    """True when no element is NaN or ±Inf. Exact; fast on the server's hot path.
+
+    Fast path (long float vectors): ``s = Σ_i a_i b_i`` with ``a``, ``b`` the two halves of
+    the vector, one BLAS dot that reads the halves as two parallel streams (about twice the
+    speed of a sum or of ``dot(v, v)``, which are bound by one stream). Any NaN or ±Inf makes
+    ``s`` non-finite: NaN · x = NaN, ±Inf · 0 = NaN, ±Inf · x = ±Inf, and a sum with a NaN
+    or ±Inf term is NaN or ±Inf. A finite vector gives a finite ``s`` unless the products or
+    their sum overflow; only a non-finite ``s`` pays the exact elementwise check, so the
+    answer is always exact.
     """
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.add.reduce(vector, dtype=F32)):
-            return True
-    return bool(np.isfinite(vector).all())
+    v = vector if isinstance(vector, np.ndarray) else np.asarray(vector)
+    if v.dtype.kind not in "fc":
+        return True  # integers and booleans are always finite
+    if v.ndim != 1:
+        v = v.reshape(-1)
+    n = v.shape[0]
+    if n < _EXACT_BELOW or v.dtype.char not in "fd":  # short, or not float32/float64
+        return bool(np.logical_and.reduce(np.isfinite(v)))
+    half = n // 2
+    with np.errstate(over="ignore", invalid="ignore"):  # np.dot reports NaN/overflow as warnings
+        fast = np.dot(v[:half], v[half : 2 * half])
+    if np.isfinite(fast) and (n % 2 == 0 or np.isfinite(v[n - 1])):
+        return True
+    return bool(np.logical_and.reduce(np.isfinite(v)))

@@ -24,6 +24,7 @@ class ModelAveraging(Strategy):
     name: ClassVar[str] = "averaging"
     paper: ClassVar[str] = "McDonald, Hall, Mann, Distributed Training Strategies for the Structured Perceptron, NAACL 2010"
     synchronous: ClassVar[bool] = True
+    sends_weights: ClassVar[bool] = True
     window: int | None = None
 
     def commit(self, wstate, local, pulled):
@@ -45,6 +46,7 @@ class LocalSGD(Strategy):
     name: ClassVar[str] = "localsgd"
     paper: ClassVar[str] = "Stich, Local SGD Converges Fast and Communicates Little, ICLR 2019"
     synchronous: ClassVar[bool] = True
+    sends_weights: ClassVar[bool] = True
     window: int = 8
 
     def commit(self, wstate, local, pulled):

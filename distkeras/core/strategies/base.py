@@ -85,6 +85,7 @@ class Strategy:
     replace_after_pull: ClassVar[bool] = True  # DOWNPOUR family replaces w by c; EASGD family keeps w
     needs_center_at_pull: ClassVar[bool] = False
     worker_momentum: ClassVar[float | None] = None  # local Nesterov momentum the runner gives the worker optimizer
+    sends_weights: ClassVar[bool] = False  # the payload is the whole weight vector, not an update (no top-k on it)
 
     window: int | None = 1
 

@@ -110,6 +110,8 @@ class EASGD(Strategy):
         return CenterState(center)
 
     def apply_inplace(self, state, commits):
+        # np.add with out=: `state.center += ...` would try to set the NamedTuple's field
+        # (AttributeError) after having already changed the center
         for c in commits:
-            state.center += c.payload
+            np.add(state.center, c.payload, out=state.center)
         return state

@@ -1,0 +1,100 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distkeras.core.strategies import STRATEGIES
+from distkeras.frontends.cli import COMMAND_MODULES, main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "distkeras", *args], capture_output=True, env=env, cwd=ROOT, timeout=120)
+
+
+def test_simulate_is_registered():
+    assert "distkeras.frontends.commands.simulate" in COMMAND_MODULES
+
+
+def test_same_seed_gives_identical_json_bytes():
+    args = ["simulate", "--strategy", "dynsgd", "--workers", "3", "--epochs", "2", "--delay", "lognormal:0.5",
+            "--codec", "int8", "--seed", "7", "--json"]
+    a, b = cli(*args), cli(*args)
+    assert a.returncode == 0, a.stderr.decode()
+    assert a.stdout == b.stdout
+    s = json.loads(a.stdout)
+    assert (s["strategy"], s["workers"], s["seed"], s["codec"], s["delay"]) == ("dynsgd", 3, 7, "int8", "lognormal:0.5")
+
+
+def test_unknown_strategy_exits_2_listing_known_ones_without_traceback():
+    r = cli("simulate", "--strategy", "hogwild")
+    err = r.stderr.decode()
+    assert r.returncode == 2
+    assert "unknown strategy 'hogwild'" in err and "Traceback" not in err
+    for name in STRATEGIES:
+        assert name in err
+    assert r.stdout == b""
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--window", "0"], "window must be an integer >= 1, got 0"),
+    (["--strategy", "aeasgd", "--param", "rho=-2"], "rho must be a finite number > 0, got -2"),
+    (["--strategy", "eamsgd", "--param", "momentum=1"], "momentum must be in [0, 1), got 1"),
+    (["--param", "rho"], "--param expects K=V"),
+    (["--param", "rho=2"], "has no parameter 'rho'"),
+    (["--codec", "zip"], "unknown codec"),
+    (["--delay", "uniform:2"], "uniform delay jitter"),
+    (["--workers", "0"], "workers must be"),
+])
+def test_bad_arguments_exit_2_with_a_clear_message(args, match, capsys):
+    assert main(["simulate", *args]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--window", "soon"])
+    assert exc.value.code == 2
+    assert "window must be an integer" in capsys.readouterr().err
+
+
+def test_json_output_keys(capsys):
+    assert main(["simulate", "--strategy", "aeasgd", "--workers", "2", "--epochs", "1", "--window", "4",
+                 "--param", "rho=2", "--json", "--quiet"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    for key in ("strategy", "workers", "window", "codec", "seed", "test_accuracy", "final_loss", "commits",
+                "bytes_sent", "params", "staleness", "rejected"):
+        assert key in s
+    assert s["window"] == 4 and s["params"] == {"window": 4, "rho": 2.0, "learning_rate": 0.1}
+    assert set(s["staleness"]) == {"mean", "max"}
+
+
+def test_table_output_and_window_pass(capsys):
+    assert main(["simulate", "--strategy", "localsgd", "--workers", "2", "--epochs", "1", "--window", "pass", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "bytes sent" in out and "localsgd (window=None)" in out
+
+
+def test_progress_on_request(capsys):
+    assert main(["simulate", "--workers", "2", "--epochs", "1", "--progress", "--json"]) == 0
+    err = capsys.readouterr().err
+    assert "samples (100%)" in err
+
+
+def test_stability_warning_on_stderr(capsys):
+    assert main(["simulate", "--strategy", "aeasgd", "--workers", "4", "--epochs", "1", "--quiet", "--json"]) == 0
+    assert "Zhang, Choromanska & LeCun" in capsys.readouterr().err
+
+
+def test_all_prints_the_comparison(capsys):
+    assert main(["simulate", "--all", "--workers", "2", "--epochs", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    for name in STRATEGIES:
+        assert name in out
+    assert "adag topk:0.01" in out and "vs single" in out
