@@ -130,3 +130,49 @@ def all_finite(vector: np.ndarray) -> bool:
     if np.isfinite(fast) and (n % 2 == 0 or np.isfinite(v[n - 1])):
         return True
     return bool(np.logical_and.reduce(np.isfinite(v)))
+
+
+def _block_finite(block: np.ndarray) -> bool:
+    """Exact finite check of one short block that is still in cache (see ``all_finite``)."""
+    n = block.shape[0]
+    half = n // 2
+    if half:
+        fast = np.dot(block[:half], block[half : 2 * half])
+        if np.isfinite(fast) and (n % 2 == 0 or np.isfinite(block[n - 1])):
+            return True
+    elif n == 0 or np.isfinite(block[0]):
+        return True
+    return bool(np.logical_and.reduce(np.isfinite(block)))
+
+
+ADD_CHUNK = 1 << 16  # floats per block of add_into_checked: 256 KiB, so a block stays in L2
+
+
+def add_into_checked(center: np.ndarray, update: np.ndarray, out: np.ndarray, factor: float = 1.0, chunk: int = ADD_CHUNK) -> bool:
+    """``out = center + factor · update``, block by block, checking each result block for
+    NaN/±Inf while it is still in cache. Returns False at the first non-finite block (``out``
+    then holds garbage; ``center`` and ``update`` are never written).
+
+    Bit for bit ``add_scaled(center, update, factor)`` wherever it returns True (IEEE
+    addition is commutative, so ``fl(fl(f·u) + c) == fl(c + fl(f·u))``). Checking the result
+    rather than the update is stricter: it also refuses a finite update whose sum with the
+    center overflows. ``out`` must not overlap ``center`` or ``update``.
+    """
+    n = center.shape[0]
+    if update.shape != (n,) or out.shape != (n,):
+        raise ValueError(f"shapes differ: center {center.shape}, update {update.shape}, out {out.shape}")
+    scaled = factor != 1.0
+    f = F32(factor)
+    add, mul = np.add, np.multiply
+    with np.errstate(over="ignore", invalid="ignore"):  # np.dot reports NaN/overflow as warnings
+        for i in range(0, n, chunk):
+            j = i + chunk
+            o = out[i:j]
+            if scaled:
+                mul(update[i:j], f, out=o)
+                add(o, center[i:j], out=o)
+            else:
+                add(center[i:j], update[i:j], out=o)
+            if not _block_finite(o):
+                return False
+    return True
