@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .strategies import Commit, Strategy
-from .strategies.aggregate import add_into_checked, all_finite
+from .strategies.aggregate import all_finite
 
 APPLIED = "applied"
 PENDING = "pending"  # buffered until the synchronous round completes
@@ -89,24 +89,9 @@ class ParameterServerState:
 
     ``num_workers`` is the number of workers in a synchronous round; asynchronous
     strategies accept any worker id in ``range(num_workers)``.
-
-    ``fused_apply``: for asynchronous strategies whose rule is ``c ← c + f · payload``
-    (``Strategy.additive_factor``), compute the sum into a spare buffer of the center's size,
-    checking each block for NaN/±Inf while it is in cache, and swap the buffers, instead of
-    checking the payload in a pass of its own and adding in place. Costs one more
-    center-sized buffer; a rejected commit never writes the center either way.
     """
 
-    def __init__(
-        self,
-        strategy: Strategy,
-        center: np.ndarray,
-        num_workers: int = 1,
-        *,
-        clock: int = 0,
-        server_state: Any = None,
-        fused_apply: bool = True,
-    ):
+    def __init__(self, strategy: Strategy, center: np.ndarray, num_workers: int = 1, *, clock: int = 0, server_state: Any = None):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         center = np.asarray(center)
@@ -124,14 +109,6 @@ class ParameterServerState:
         self._lock = threading.Lock()
         self._round_done = threading.Condition(self._lock)
         self.started = time.monotonic()
-        # whether additive_factor is None depends on the strategy only, not on the commit
-        self._fused = (
-            bool(fused_apply)
-            and not strategy.synchronous
-            and tuple(type(self.state)._fields) == ("center",)
-            and strategy.additive_factor(Commit(np.zeros(0, np.float32))) is not None
-        )
-        self._spare: np.ndarray | None = None  # the fused path's second center buffer
 
     # -- helpers ------------------------------------------------------------------
     @property
@@ -198,7 +175,7 @@ class ParameterServerState:
         # obvious replay skips it (a lock-free peek; the verdict below is taken under the lock).
         finite: bool | None = None
         peek = self.workers.get(worker) if isinstance(worker, (int, np.integer)) else None
-        if layout_ok and not self._fused and not (peek is not None and attempt == peek.attempt and seq <= peek.last_seq):
+        if layout_ok and not (peek is not None and attempt == peek.attempt and seq <= peek.last_seq):
             finite = all_finite(payload)
         with self._lock:
             rec = self._record(worker)
@@ -217,21 +194,12 @@ class ParameterServerState:
             if self.strategy.synchronous and worker in self._round_buffer:
                 # checked before any bookkeeping: a rejected commit must not count as seen
                 return self._reject(ROUND_CLOSED)
+            if finite is None:  # the peek saw a replay that a concurrent register() has since reset
+                finite = all_finite(payload)
+            if not finite:
+                return self._reject(NON_FINITE)
             staleness = self.clock - rec.pull_clock
             c = Commit(payload, int(samples), staleness, worker, rec.center_at_pull)
-            fused = self._fused and not np.may_share_memory(payload, self.state.center)
-            if fused:
-                # the one pass over the payload: the sum goes into the spare buffer and is
-                # checked there block by block; the center is never written
-                if self._spare is None or np.may_share_memory(payload, self._spare):
-                    self._spare = np.empty_like(self.state.center)
-                if not add_into_checked(self.state.center, payload, self._spare, self.strategy.additive_factor(c)):
-                    return self._reject(NON_FINITE)
-            else:
-                if finite is None:  # fused path off, or the peek saw a replay that a concurrent register() has since reset
-                    finite = all_finite(payload)
-                if not finite:
-                    return self._reject(NON_FINITE)
             rec.last_seq = seq
             rec.commits += 1
             rec.samples += int(samples)
@@ -239,11 +207,6 @@ class ParameterServerState:
             rec.staleness_max = max(rec.staleness_max, staleness)
             rec.last_staleness = staleness
             self.stats_.samples += int(samples)
-            if fused:
-                self._spare, self.state = self.state.center, self.state._replace(center=self._spare)
-                self.clock += 1
-                self.stats_.commits_applied += 1
-                return CommitResult(APPLIED, self.clock, self.round, "", staleness)
             if not self.strategy.synchronous:
                 self.state = self.strategy.apply_inplace(self.state, [c])
                 self.clock += 1

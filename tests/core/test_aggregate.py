@@ -122,36 +122,3 @@ def test_all_finite_long_odd_vector():
             v[p] = bad
             assert not agg.all_finite(v), (p, bad)
             v[p] = 0.25
-
-
-@pytest.mark.parametrize("n", [0, 1, 2, 7, 100, 1000, 4099])
-@pytest.mark.parametrize("chunk", [1, 3, 64, 1 << 16])
-@pytest.mark.parametrize("factor", [1.0, 0.5, 1 / 3])
-def test_add_into_checked_equals_add_scaled_bit_for_bit(n, chunk, factor):
-    rng = np.random.default_rng(n + chunk)
-    c = rng.standard_normal(n).astype(np.float32)
-    u = (rng.standard_normal(n) * 10.0 ** rng.integers(-8, 3, n)).astype(np.float32)
-    c0, u0 = c.copy(), u.copy()
-    out = np.full(n, np.nan, np.float32)
-    assert agg.add_into_checked(c, u, out, factor, chunk=chunk)
-    assert out.tobytes() == agg.add_scaled(c, u, factor).tobytes()
-    assert c.tobytes() == c0.tobytes() and u.tobytes() == u0.tobytes()
-
-
-@pytest.mark.parametrize("n", [1, 2, 3, 5000, 70001])
-@pytest.mark.parametrize("chunk", [4, 1 << 16])
-def test_add_into_checked_refuses_non_finite_and_overflowing_sums(n, chunk):
-    c = np.full(n, 0.5, np.float32)
-    for p in {0, n // 2, n - 1}:
-        for bad, factor in ((np.nan, 1.0), (np.inf, 1.0), (-np.inf, 0.25), (3.0e38, 1.0), (3.0e38, 1.5)):
-            u = np.zeros(n, np.float32)
-            c[p] = 3.0e38  # 3e38 + 3e38 overflows to +inf: a finite update, a non-finite sum
-            u[p] = bad
-            c0 = c.copy()
-            assert not agg.add_into_checked(c, u, np.empty_like(c), factor, chunk=chunk), (p, bad, factor)
-            assert c.tobytes() == c0.tobytes()
-            c[p] = 0.5
-    # large finite values whose block dot overflows are still accepted (exact fallback)
-    big = np.full(n, 1.0e38, np.float32)
-    out = np.empty_like(big)
-    assert agg.add_into_checked(big, np.zeros(n, np.float32), out, chunk=chunk) and out.tobytes() == big.tobytes()

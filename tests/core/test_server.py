@@ -7,7 +7,7 @@ import pytest
 
 from distkeras.core import server as ps
 from distkeras.core.server import ParameterServerState
-from distkeras.core.strategies import Commit, get_strategy
+from distkeras.core.strategies import get_strategy
 
 
 def f32(*xs):
@@ -274,72 +274,3 @@ def test_stats_count_bytes_and_pulls():
     s.commit(0, 0, 0, np.ones(10, np.float32), samples=32, nbytes_in=40)
     st = s.stats()
     assert (st["pulls"], st["bytes_out"], st["bytes_in"], st["samples"]) == (1, 40, 40, 32)
-
-
-ADDITIVE = ["downpour", "adag", "dynsgd", "aeasgd", "eamsgd"]
-
-
-@pytest.mark.parametrize("name", ADDITIVE)
-@pytest.mark.parametrize("size", [1, 1000, 70_001])
-def test_fused_apply_equals_pure_apply_bit_for_bit(name, size):
-    """Random interleavings of pulls and commits of 3 workers: the fused (double-buffered)
-    server, the server with fused_apply=False and the pure rule agree bit for bit."""
-    strategy = get_strategy(name)
-    rng = np.random.default_rng(size)
-    c0 = rng.standard_normal(size).astype(np.float32)
-    fused = ParameterServerState(strategy, c0, num_workers=3)
-    plain = ParameterServerState(strategy, c0, num_workers=3, fused_apply=False)
-    assert fused._fused and not plain._fused
-    state = strategy.init_server(c0)
-    pulled_at = [0, 0, 0]
-    seqs = [0, 0, 0]
-    for step in range(40):
-        w = int(rng.integers(0, 3))
-        if rng.random() < 0.4:
-            a, b = fused.pull(w), plain.pull(w)
-            assert a.center.tobytes() == b.center.tobytes() == state.center.tobytes()
-            pulled_at[w] = a.clock
-            continue
-        payload = (rng.standard_normal(size) * 10.0 ** rng.integers(-6, 2)).astype(np.float32)
-        ra, rb = fused.commit(w, 0, seqs[w], payload), plain.commit(w, 0, seqs[w], payload)
-        seqs[w] += 1
-        assert ra == rb and ra.status == ps.APPLIED
-        state = strategy.apply(state, [Commit(payload, staleness=ra.staleness, worker=w)])
-        assert ra.staleness == fused.clock - 1 - pulled_at[w]
-        assert fused.center.tobytes() == plain.center.tobytes() == state.center.tobytes(), step
-    assert fused.snapshot()["state"]["center"].tobytes() == state.center.tobytes()
-    assert fused.stats()["commits_applied"] == plain.stats()["commits_applied"]
-
-
-@pytest.mark.parametrize("name", ADDITIVE)
-@pytest.mark.parametrize("size", [3, 70_001, 200_003])
-def test_fused_apply_rejects_non_finite_and_overflowing_commits_untouched(name, size):
-    positions = (0, size // 2, size - 1)
-    center = np.linspace(-1, 1, size).astype(np.float32)
-    center[list(positions)] = 3.0e38
-    s = ParameterServerState(get_strategy(name), center)
-    assert s._fused
-    s.commit(0, 0, 0, np.full(size, 0.01, np.float32))  # the buffers have swapped once
-    before, rejected = s.center.tobytes(), 0
-    for pos in positions:
-        for bad in (np.nan, np.inf, -np.inf, 3.0e38):  # 3e38 is finite, but 3e38 + 3e38 overflows to +inf
-            payload = np.full(size, 0.01, np.float32)
-            payload[pos] = bad
-            r = s.commit(0, 0, 1, payload)
-            rejected += 1
-            assert (r.status, r.reason, r.ok) == (ps.REJECTED, ps.NON_FINITE, False), (pos, bad)
-            assert s.center.tobytes() == before
-            assert s.stats()["rejected"] == {ps.NON_FINITE: rejected}
-            assert s.clock == 1 and s.stats()["commits_applied"] == 1
-    # the worker retries the same seq with good data: applied
-    assert s.commit(0, 0, 1, np.zeros(size, np.float32)).status == ps.APPLIED
-    assert s.clock == 2
-
-
-def test_fused_apply_with_the_center_itself_as_payload():
-    s = ParameterServerState(get_strategy("adag"), f32(1.0, 2.0))
-    assert s.commit(0, 0, 0, s.center).status == ps.APPLIED  # aliases the center: the in-place path
-    assert s.center.tolist() == [2.0, 4.0]
-    assert s.commit(0, 0, 1, f32(1.0, 1.0)).status == ps.APPLIED
-    assert s.commit(0, 0, 2, s.center).status == ps.APPLIED
-    assert s.center.tolist() == [6.0, 10.0]

@@ -344,29 +344,3 @@ def test_strategies_are_frozen_and_hashable():
     with pytest.raises(Exception):
         s.window = 3
     assert hash(s) == hash(get_strategy("diloco"))
-
-
-ADDITIVE = {"downpour", "adag", "dynsgd", "aeasgd", "eamsgd"}
-
-
-def test_additive_strategies():
-    probe = Commit(f32(1.0), staleness=3)
-    assert {name for name, cls in STRATEGIES.items() if cls().additive_factor(probe) is not None} == ADDITIVE
-    assert get_strategy("dynsgd").additive_factor(probe) == 0.25
-    assert all(not STRATEGIES[name].synchronous for name in ADDITIVE)
-
-
-@pytest.mark.parametrize("name", sorted(ADDITIVE))
-def test_additive_factor_is_the_apply_rule_bit_for_bit(name):
-    from distkeras.core.strategies import aggregate as agg
-
-    s = get_strategy(name)
-    rng = np.random.default_rng(11)
-    state = s.init_server(rng.standard_normal(1001).astype(np.float32))
-    assert isinstance(state, CenterState)
-    for step in range(20):
-        c = Commit((rng.standard_normal(1001) * 10.0 ** rng.integers(-6, 2)).astype(np.float32), staleness=int(rng.integers(0, 7)))
-        out = np.empty(1001, np.float32)
-        assert agg.add_into_checked(state.center, c.payload, out, s.additive_factor(c), chunk=97)
-        state = s.apply(state, [c])
-        assert out.tobytes() == state.center.tobytes(), step

@@ -112,16 +112,6 @@ class Strategy:
         """Like ``apply`` but may overwrite ``state``'s arrays (server fast path)."""
         return self.apply(state, commits)
 
-    def additive_factor(self, commit: Commit) -> float | None:
-        """``f`` when this asynchronous rule applies ``commit`` as ``c ← c + f · payload`` to a
-        :class:`CenterState` (bit for bit ``aggregate.add_scaled``), else None.
-
-        The server then computes the sum into a spare buffer, checking it block by block,
-        and swaps buffers (``aggregate.add_into_checked``) instead of checking the payload in
-        a separate pass and calling ``apply_inplace``. None (the default) keeps that path.
-        """
-        return None
-
     # -- worker side --------------------------------------------------------------
     def init_worker(self, center: np.ndarray) -> Any:
         return NoWorkerState()

@@ -51,9 +51,6 @@ class AEASGD(Strategy):
         aggregate.add(state.center, c.payload, out=state.center)
         return state
 
-    def additive_factor(self, commit: Commit) -> float | None:
-        return 1.0
-
 
 @dataclass(frozen=True)
 class EAMSGD(AEASGD):

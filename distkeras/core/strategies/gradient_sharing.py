@@ -35,9 +35,6 @@ class DOWNPOUR(Strategy):
         aggregate.add(state.center, c.payload, out=state.center)
         return state
 
-    def additive_factor(self, commit: Commit) -> float | None:
-        return 1.0
-
 
 @dataclass(frozen=True)
 class ADAG(DOWNPOUR):
@@ -80,9 +77,6 @@ class DynSGD(DOWNPOUR):
         aggregate.add_scaled(state.center, c.payload, 1.0 / (c.staleness + 1), out=state.center)
         return state
 
-    def additive_factor(self, commit: Commit) -> float | None:
-        return 1.0 / (commit.staleness + 1)
-
 
 @dataclass(frozen=True)
 class Experimental(ADAG):
@@ -116,6 +110,3 @@ class Experimental(ADAG):
         c = single_commit(self, commits)
         aggregate.distance_scaled(state.center, c.payload, self._pulled(c), self.learning_rate, out=state.center)
         return state
-
-    def additive_factor(self, commit: Commit) -> float | None:
-        return None  # damped per coordinate: not c + f · payload
