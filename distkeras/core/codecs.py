@@ -123,7 +123,9 @@ class Int8Codec(Codec):
             raise CodecError("int8 update needs a positive integer 'chunk'")
         q = self._array(encoded, "q", np.int8, size)
         scales = self._array(encoded, "scales", F32, -(-size // chunk))
-        return (q.astype(F32) * np.repeat(scales, chunk)[:size]).astype(F32)
+        # chunk > size means one scale for everything: never repeat more than size values
+        # (a forged chunk of 2**40 must not allocate terabytes)
+        return (q.astype(F32) * np.repeat(scales, min(chunk, max(size, 1)))[:size]).astype(F32)
 
 
 @dataclass(frozen=True)

@@ -270,7 +270,9 @@ class ParameterServerState:
                 "state_type": type(self.state).__name__,
                 "state": {k: np.array(v, copy=True) for k, v in self.state._asdict().items()},
                 "attempts": {str(w): r.attempt for w, r in self.workers.items()},
-                "last_seq": {str(w): r.last_seq for w, r in self.workers.items()},
+                # a commit still buffered for an open round is not in this snapshot's state:
+                # forget its seq so that its resend after a resume is applied, not dropped
+                "last_seq": {str(w): r.last_seq - (w in self._round_buffer) for w, r in self.workers.items()},
             }
 
     @classmethod

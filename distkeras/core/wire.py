@@ -31,6 +31,8 @@ ALLOWED_DTYPES = frozenset({"float16", "float32", "float64", "int8", "uint8", "i
 _ARRAY_EXT = 1
 _AUTH_CONTEXT = b"distkeras-ps-auth-v1\x00"
 MAX_NDIM = 32
+_HEAD_MAX = 1024  # the [dtype, shape] head of an array is far smaller
+_BIN_HEADERS = {0xC4: 1, 0xC5: 2, 0xC6: 4}  # msgpack bin8/16/32 marker -> length bytes
 
 
 class WireError(ValueError):
@@ -42,10 +44,10 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if obj.dtype.name not in ALLOWED_DTYPES:
             raise WireError(f"dtype {obj.dtype} is not allowed on the wire; allowed: {sorted(ALLOWED_DTYPES)}")
-        arr = np.ascontiguousarray(obj)
+        arr = np.ascontiguousarray(obj).reshape(obj.shape)  # ascontiguousarray makes 0-d arrays 1-d
         if arr.dtype.byteorder == ">":
             arr = arr.astype(arr.dtype.newbyteorder("<"))
-        data = msgpack.packb([arr.dtype.name, list(arr.shape), memoryview(arr).cast("B")], use_bin_type=True)
+        data = msgpack.packb([arr.dtype.name, list(arr.shape), memoryview(arr.reshape(-1)).cast("B")], use_bin_type=True)
         return msgpack.ExtType(_ARRAY_EXT, data)
     if isinstance(obj, np.integer):
         return int(obj)
@@ -59,25 +61,41 @@ def _default(obj: Any) -> Any:
 def _ext_hook(code: int, data: bytes) -> Any:
     if code != _ARRAY_EXT:
         raise WireError(f"unknown msgpack extension type {code}")
+    # [dtype, shape, raw]: the small head is unpacked by msgpack; the raw bytes are not
+    # copied again but viewed in place (``data`` is already a copy msgpack made for us)
     try:
-        dtype, shape, raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        head = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=_HEAD_MAX)
+        head.feed(data[:_HEAD_MAX])
+        if head.read_array_header() != 3:
+            raise ValueError("expected [dtype, shape, data]")
+        dtype = head.unpack()
+        shape = head.unpack()
+        start = head.tell()
     except WireError:
         raise
     except Exception as exc:  # malformed extension body
-        raise WireError(f"malformed array: {exc}") from None
+        raise WireError(f"malformed array: {type(exc).__name__}: {exc}") from None
     if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
         raise WireError(f"array dtype {dtype!r} is not allowed; allowed: {sorted(ALLOWED_DTYPES)}")
     if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise WireError(f"array shape {shape!r} is not a list of non-negative integers")
-    if not isinstance(raw, bytes):
+    marker = data[start] if start < len(data) else None
+    if marker not in _BIN_HEADERS:
         raise WireError("array data must be bytes")
+    width = _BIN_HEADERS[marker]
+    start += 1 + width
+    if start > len(data):
+        raise WireError("malformed array: truncated data header")
+    nbytes = int.from_bytes(data[start - width : start], "big")
+    if start + nbytes != len(data):
+        raise WireError(f"malformed array: data header says {nbytes} bytes, {len(data) - start} follow")
     dt = np.dtype(dtype).newbyteorder("<")
     count = 1
     for d in shape:
         count *= d
-    if count * dt.itemsize != len(raw):
-        raise WireError(f"array of dtype {dtype} and shape {shape} needs {count * dt.itemsize} bytes, got {len(raw)}")
-    arr = np.frombuffer(raw, dtype=dt).reshape(shape)
+    if count * dt.itemsize != nbytes:
+        raise WireError(f"array of dtype {dtype} and shape {shape} needs {count * dt.itemsize} bytes, got {nbytes}")
+    arr = np.frombuffer(data, dtype=dt, count=count, offset=start).reshape(shape)
     return arr.astype(np.dtype(dtype), copy=False) if dt != np.dtype(dtype) else arr
 
 
