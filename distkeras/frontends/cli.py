@@ -12,6 +12,7 @@ from distkeras import __version__
 
 COMMAND_MODULES = [
     "distkeras.frontends.commands.simulate",
+    "distkeras.frontends.commands.ps",
 ]
 
 
