@@ -311,8 +311,8 @@ class ParameterServerService:
         if not self.checkpoint_url:
             return None
         with self._ckpt_lock:
+            commits = self.state.stats_.commits_applied  # read first: never above the snapshot's
             snap = self.state.snapshot()
-            commits = self.state.stats_.commits_applied
             info = {"offset": self.offset, "size": self.size, "total_size": self.total_size, "shards": self.shards, "commits_applied": commits}
             path = ckpt.write_checkpoint(self.checkpoint_url, snap, info, self.shard)
             self._ckpt_clock = snap["clock"]
@@ -380,6 +380,7 @@ class ParameterServerService:
             except _Refuse as r:
                 self._count("auth_failures" if r.code == E_AUTH else "refused_hellos")
                 self._error(conn, r.code, r.message, r.reason)
+                _linger(sock)
                 return
             sock.settimeout(self.idle_timeout)
             while True:
@@ -399,9 +400,11 @@ class ParameterServerService:
                 except _Refuse as r:
                     self._error(conn, r.code, r.message, r.reason)
                     if r.close:
+                        _linger(sock)
                         return
                 except wire.WireError as exc:  # over-long frame: the stream cannot be resynchronized
                     self._error(conn, E_BAD_REQUEST, str(exc))
+                    _linger(sock)
                     return
         except (Dropped, OSError) as exc:  # peer gone, idle timeout, shutdown
             self._count("dropped" if not isinstance(exc, TimeoutError) else "idle_closed")
@@ -565,6 +568,24 @@ def _rejection_message(reason: str, conn: _Conn, seq: int, size: int) -> str:
         "round_closed": f"worker {conn.worker} already committed to this round",
     }.get(reason, reason)
     return f"commit {seq} of worker {conn.worker} rejected: {what}; the center is unchanged"
+
+
+def _linger(sock: socket.socket, timeout: float = 0.5, quiet: float = 0.02, limit: int = 1 << 20) -> None:
+    """Close after an error reply without a reset: stop sending, then read and discard what
+    the peer has already sent (until it is quiet for ``quiet`` s, at most ``timeout`` s and
+    ``limit`` bytes), so that closing with unread data does not send an RST that could
+    destroy the error reply before the peer reads it."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(quiet)
+        deadline = time.monotonic() + timeout
+        while limit > 0 and time.monotonic() < deadline:
+            chunk = sock.recv(min(limit, 65536))
+            if not chunk:
+                return
+            limit -= len(chunk)
+    except OSError:
+        pass
 
 
 def _shutdown(sock: socket.socket) -> None:
