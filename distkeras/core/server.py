@@ -147,7 +147,9 @@ class ParameterServerState:
             rec.active = True
             return True
 
-    def pull(self, worker: int, attempt: int = 0, nbytes_in: int = 0) -> PullResult:
+    def pull(self, worker: int, attempt: int = 0, nbytes_in: int = 0, out: np.ndarray | None = None) -> PullResult:
+        """The center for ``worker``: a fresh copy, or written into ``out`` (a float32 vector
+        of the center's size the caller reuses, so no memory is allocated per pull)."""
         with self._lock:
             rec = self._record(worker)
             rec.pull_clock = self.clock
@@ -156,7 +158,11 @@ class ParameterServerState:
             self.stats_.pulls += 1
             self.stats_.bytes_in += nbytes_in
             self.stats_.bytes_out += self.state.center.nbytes
-            return PullResult(self.state.center.copy(), self.clock, self.round)
+            if out is None:
+                out = self.state.center.copy()
+            else:
+                np.copyto(out, self.state.center)
+            return PullResult(out, self.clock, self.round)
 
     def commit(self, worker: int, attempt: int, seq: int, payload: np.ndarray, samples: int = 1, nbytes_in: int = 0) -> CommitResult:
         """Offer one decoded commit. Never raises for bad data: the result says what happened."""

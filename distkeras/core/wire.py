@@ -112,15 +112,18 @@ def encode(op: str, **fields: Any) -> bytes:
         raise WireError(f"cannot encode {op!r} message: {exc}") from None
 
 
-def decode(body: bytes | bytearray | memoryview, max_size: int = DEFAULT_MAX_FRAME) -> dict[str, Any]:
-    """Decode and check one message body. Raises only :class:`WireError`."""
+def decode(body: bytes | bytearray | memoryview, max_size: int = DEFAULT_MAX_FRAME, *, ext_hook: Any = None) -> dict[str, Any]:
+    """Decode and check one message body. Raises only :class:`WireError`.
+
+    ``ext_hook`` replaces the array decoder (it must apply :func:`_ext_hook`'s checks to
+    anything a peer sent; the socket layer uses it to view large arrays in place)."""
     if len(body) > max_size:
         raise WireError(f"message of {len(body)} bytes exceeds the limit of {max_size}")
     try:
         msg = msgpack.unpackb(
             body,
             raw=False,
-            ext_hook=_ext_hook,
+            ext_hook=ext_hook or _ext_hook,
             strict_map_key=True,
         )
     except WireError:
