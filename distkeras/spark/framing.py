@@ -12,6 +12,7 @@ The bytes on the wire are exactly the core format; a test checks ``pack_parts`` 
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from typing import Any
@@ -109,6 +110,96 @@ def pack_parts(op: str, **fields: Any) -> list[Any]:
         raise wire.WireError(f"message of {total} bytes does not fit a frame")
     b.parts[0] = wire.HEADER.pack(total) + b.parts[0]
     return b.parts
+
+
+# -- decoding with large arrays viewed in place ------------------------------------------------
+_MAX_SCAN_TOKENS = 4096  # our messages have a few dozen; anything bigger goes to msgpack as is
+_FIXED_WIDTH = {0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
+_LENGTH_PREFIXED = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin8/16/32, str8/16/32
+_CONTAINERS = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}  # array16/32, map16/32
+_EXTS = {0xC7: 1, 0xC8: 2, 0xC9: 4}  # ext8/16/32 (fixext are 0xD4..0xD8)
+
+
+def _large_arrays(body: memoryview, min_size: int) -> list[tuple[int, int, int]] | None:
+    """``(token start, data start, data end)`` of every array extension whose data has at
+    least ``min_size`` bytes, if ``body`` is one well-formed msgpack value of few tokens;
+    otherwise None (and msgpack itself decodes or reports the problem)."""
+    n = len(body)
+    pos, pending, tokens, found = 0, 1, 0, []
+    try:
+        while pending:
+            tokens += 1
+            if pos >= n or tokens > _MAX_SCAN_TOKENS:
+                return None
+            b = body[pos]
+            pending -= 1
+            if b <= 0x7F or b >= 0xE0:
+                pos += 1
+            elif b <= 0x8F:
+                pending += 2 * (b & 0x0F)
+                pos += 1
+            elif b <= 0x9F:
+                pending += b & 0x0F
+                pos += 1
+            elif b <= 0xBF:
+                pos += 1 + (b & 0x1F)
+            elif b in _FIXED_WIDTH:
+                pos += 1 + _FIXED_WIDTH[b]
+            elif b in _LENGTH_PREFIXED:
+                w = _LENGTH_PREFIXED[b]
+                pos += 1 + w + int.from_bytes(body[pos + 1 : pos + 1 + w], "big")
+            elif b in _CONTAINERS:
+                w, per_item = _CONTAINERS[b]
+                pending += per_item * int.from_bytes(body[pos + 1 : pos + 1 + w], "big")
+                pos += 1 + w
+            elif 0xD4 <= b <= 0xD8:
+                pos += 2 + (1 << (b - 0xD4))
+            elif b in _EXTS:
+                w = _EXTS[b]
+                length = int.from_bytes(body[pos + 1 : pos + 1 + w], "big")
+                start = pos + 2 + w
+                if body[pos + 1 + w] == wire._ARRAY_EXT and length >= min_size and start + length <= n:
+                    found.append((pos, start, start + length))
+                pos = start + length
+            else:  # 0xC1: never used
+                return None
+    except IndexError:
+        return None
+    return found if pos == n else None
+
+
+def decode_frame(body: memoryview, max_size: int = wire.DEFAULT_MAX_FRAME, min_size: int = ZERO_COPY_MIN) -> dict[str, Any]:
+    """``wire.decode`` with arrays of ``min_size`` bytes or more returned as views into
+    ``body`` instead of copies: no allocation, no copy for a 4 MB center or commit.
+
+    The views are only valid while ``body`` is (a :class:`FrameReader` reuses its buffer
+    at the next read): copy what must outlive the request. Every array still goes
+    through the core wire's checks (dtype allow-list, shape, byte count).
+    """
+    body = memoryview(body)
+    if body.nbytes > max_size:
+        raise wire.WireError(f"message of {body.nbytes} bytes exceeds the limit of {max_size}")
+    spans = _large_arrays(body, min_size) if body.nbytes >= min_size else None
+    if not spans:
+        return wire.decode(body, max_size)
+    # the message without its large arrays, each replaced by a tiny extension holding a
+    # per-call random nonce and its index (a peer cannot forge a reference)
+    nonce = os.urandom(16)
+    pieces, views, last = [], [], 0
+    for i, (token, start, end) in enumerate(spans):
+        pieces.append(body[last:token])
+        pieces.append(b"\xc7\x14" + bytes([wire._ARRAY_EXT]) + nonce + struct.pack(">I", i))
+        views.append(body[start:end])
+        last = end
+    pieces.append(body[last:])
+    small = b"".join(pieces)
+
+    def hook(code: int, data: bytes) -> Any:
+        if code == wire._ARRAY_EXT and len(data) == 20 and data[:16] == nonce:
+            return wire._ext_hook(code, views[struct.unpack(">I", data[16:])[0]])
+        return wire._ext_hook(code, data)
+
+    return wire.decode(small, max_size, ext_hook=hook)
 
 
 def parts_nbytes(parts: list[Any]) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 
 from distkeras.core import codecs, wire
 
-from .framing import Dropped, FrameReader, pack_parts, send_parts
+from .framing import Dropped, FrameReader, decode_frame, pack_parts, send_parts
 from .ps_service import (
     AUTH_MAX_FRAME,
     E_AUTH,
@@ -187,7 +187,7 @@ class PSClient:
                 if parts is None:
                     return self.info
                 send_parts(self._sock, parts)
-                reply = wire.decode(self._reader.read(int(self.info.get("max_frame", wire.DEFAULT_MAX_FRAME))))
+                reply = decode_frame(self._reader.read(int(self.info.get("max_frame", wire.DEFAULT_MAX_FRAME))))
                 if reply["op"] == "error":
                     self._raise_error(reply)
                 if reply["op"] != "ok":
@@ -213,10 +213,11 @@ class PSClient:
                 raise
 
     # -- protocol -------------------------------------------------------------------
-    def pull(self) -> tuple[np.ndarray, int]:
-        """The current center (read-only array) and the server clock."""
+    def pull(self, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """The current center and the server clock. The center is a new array, or ``out``
+        (a float32 vector of :attr:`size` values) filled in place."""
         reply = self._call(pack_parts("pull"))
-        return _center(reply, self.size), int(reply["clock"])
+        return _center(reply, self.size, out), int(reply["clock"])
 
     def encode(self, update: np.ndarray) -> dict[str, Any]:
         """Encode one update with the client's codec, advancing its state (top-k residual)."""
@@ -228,12 +229,13 @@ class PSClient:
         encoded, self._codec_state = self.codec.encode(np.asarray(update, dtype=np.float32), self._codec_state)
         return encoded
 
-    def commit(self, update: np.ndarray, samples: int = 1, pull: bool = True) -> tuple[np.ndarray | None, dict[str, Any]]:
+    def commit(self, update: np.ndarray, samples: int = 1, pull: bool = True, out: np.ndarray | None = None) -> tuple[np.ndarray | None, dict[str, Any]]:
         """Send one update (encoded with the codec) and, with ``pull``, get the new center
         back in the same round trip (for synchronous strategies: once the round closed).
 
         Returns ``(center or None, info)``; info has status, clock, round, staleness, seq.
-        A rejected commit (NaN, wrong layout, fenced) raises PSRemoteError.
+        The center is a new array, or ``out`` filled in place. A rejected commit (NaN,
+        wrong layout, fenced) raises PSRemoteError.
         """
         encoded = self.encode(update)
         seq = self.seq
@@ -241,7 +243,7 @@ class PSClient:
         reply = self._call(pack_parts("commit", seq=seq, samples=int(samples), pull=bool(pull), update=encoded))
         info = {k: reply.get(k) for k in ("status", "clock", "round", "staleness")}
         info["seq"] = seq
-        return (_center(reply, self.size) if pull else None), info
+        return (_center(reply, self.size, out) if pull else None), info
 
     def stats(self) -> dict[str, Any]:
         return self._call(pack_parts("stats"))["stats"]
@@ -269,11 +271,15 @@ class PSClient:
         self.close()
 
 
-def _center(reply: dict[str, Any], size: int) -> np.ndarray:
+def _center(reply: dict[str, Any], size: int, out: np.ndarray | None) -> np.ndarray:
+    """The reply's center (a view into the receive buffer) copied out of it."""
     c = reply.get("center")
     if not isinstance(c, np.ndarray) or c.dtype != np.float32 or c.shape != (size,):
         raise wire.WireError(f"the server's reply lacks a float32 center of length {size}")
-    return c
+    if out is None:
+        return c.copy()
+    np.copyto(out, c)
+    return out
 
 
 class ShardedPSClient:
@@ -327,30 +333,26 @@ class ShardedPSClient:
         futures = [self._pool.submit(fn, i, c) for i, c in enumerate(self.clients)]
         return [f.result() for f in futures]
 
-    def pull(self) -> tuple[np.ndarray, int]:
-        out = np.empty(self.total_size, dtype=np.float32)
+    def pull(self, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        out = np.empty(self.total_size, dtype=np.float32) if out is None else out
 
         def one(i, c):
-            center, clock = c.pull()
             lo, hi = self.bounds[i]
-            out[lo:hi] = center
-            return clock
+            return c.pull(out=out[lo:hi])[1]
 
         clocks = self._map(one)
         return out, max(clocks)
 
-    def commit(self, update: np.ndarray, samples: int = 1, pull: bool = True) -> tuple[np.ndarray | None, dict[str, Any]]:
+    def commit(self, update: np.ndarray, samples: int = 1, pull: bool = True, out: np.ndarray | None = None) -> tuple[np.ndarray | None, dict[str, Any]]:
         update = np.asarray(update, dtype=np.float32)
         if update.ndim != 1 or update.shape[0] != self.total_size:
             raise ValueError(f"the update must be a 1-D vector of length {self.total_size}, got shape {update.shape}")
-        out = np.empty(self.total_size, dtype=np.float32) if pull else None
+        if pull and out is None:
+            out = np.empty(self.total_size, dtype=np.float32)
 
         def one(i, c):
             lo, hi = self.bounds[i]
-            center, info = c.commit(update[lo:hi], samples, pull)
-            if out is not None:
-                out[lo:hi] = center
-            return info
+            return c.commit(update[lo:hi], samples, pull, out=out[lo:hi] if pull else None)[1]
 
         infos = self._map(one)
         statuses = {i["status"] for i in infos}
@@ -363,7 +365,7 @@ class ShardedPSClient:
             "seq": infos[0]["seq"],
             "shards": infos,
         }
-        return out, info
+        return (out if pull else None), info
 
     def stats(self) -> list[dict[str, Any]]:
         """Every shard's stats, in shard order."""

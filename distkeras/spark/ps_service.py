@@ -44,7 +44,7 @@ from distkeras.core.server import APPLIED, DUPLICATE, PENDING, ParameterServerSt
 from distkeras.core.strategies import Strategy, get_strategy
 
 from . import checkpoint as ckpt
-from .framing import Dropped, FrameReader, pack_parts, send_parts
+from .framing import Dropped, FrameReader, decode_frame, pack_parts, send_parts
 
 log = logging.getLogger("distkeras.ps")
 
@@ -98,7 +98,7 @@ def default_max_frame(size: int) -> int:
 
 
 class _Conn:
-    __slots__ = ("sock", "peer", "busy", "worker", "attempt", "thread")
+    __slots__ = ("sock", "peer", "busy", "worker", "attempt", "thread", "_out")
 
     def __init__(self, sock: socket.socket, peer: Any):
         self.sock = sock
@@ -107,6 +107,14 @@ class _Conn:
         self.worker: int | None = None
         self.attempt = 0
         self.thread: threading.Thread | None = None
+        self._out: np.ndarray | None = None
+
+    def out(self, size: int) -> np.ndarray:
+        """This connection's reply buffer for the center: pulls are copied into it and sent
+        from it, so no memory is allocated (and page-faulted in) per request."""
+        if self._out is None:
+            self._out = np.empty(size, dtype=np.float32)
+        return self._out
 
 
 class _Refuse(Exception):
@@ -469,7 +477,7 @@ class ParameterServerService:
     def _dispatch(self, conn: _Conn, body: memoryview, nbytes: int) -> bool:
         """Handle one request. Returns False when the connection should close."""
         try:
-            msg = wire.decode(body, self.max_frame)
+            msg = decode_frame(body, self.max_frame)  # large arrays are views into the receive buffer
         except wire.WireError as exc:
             raise _Refuse(E_BAD_REQUEST, str(exc)) from None
         op = msg["op"]
@@ -477,7 +485,7 @@ class ParameterServerService:
             self._commit(conn, msg, nbytes)
         elif op == "pull":
             self._check_fence(conn)
-            res = self.state.pull(conn.worker, conn.attempt, nbytes_in=nbytes)
+            res = self.state.pull(conn.worker, conn.attempt, nbytes_in=nbytes, out=conn.out(self.size))
             self._send(conn, "ok", clock=res.clock, round=res.round, center=res.center)
         elif op == "stats":
             self.state.record_bytes(nbytes_in=nbytes)
@@ -516,6 +524,8 @@ class ParameterServerService:
             raise _Refuse(E_BAD_REQUEST, f"undecodable update: {exc}") from None
         except (ValueError, TypeError, MemoryError, OverflowError) as exc:
             raise _Refuse(E_BAD_REQUEST, f"undecodable {name} update: {type(exc).__name__}: {exc}") from None
+        if self.strategy.synchronous:  # buffered until the round closes: must outlive the receive buffer
+            vector = np.array(vector, dtype=np.float32, copy=True)
         result = self.state.commit(conn.worker, conn.attempt, seq, vector, samples, nbytes_in=nbytes)
         if not result.ok:
             code = E_FENCED if result.reason == "fenced" else E_REJECTED
@@ -544,7 +554,7 @@ class ParameterServerService:
             if wait_round is not None:
                 self._wait_round(wait_round)
                 fields["status"] = APPLIED if result.status == PENDING else result.status
-            res = self.state.pull(conn.worker, conn.attempt)
+            res = self.state.pull(conn.worker, conn.attempt, out=conn.out(self.size))
             fields["clock"] = res.clock
             fields["center"] = res.center
         self._send(conn, "ok", **fields)

@@ -1,6 +1,6 @@
 """Malformed input against a running parameter server over real sockets (hypothesis).
 
-Over 10,000 cases in all: garbage bodies, structurally wrong messages, commits with one
+11,000 cases in all: garbage bodies, structurally wrong messages, commits with one
 defect each (wrong layout length, bad dtype, NaN/Inf, wrong field types, bad codec
 fields), truncated frames, huge length prefixes and garbage before authentication.
 After each case the server has answered with an error or closed the connection; the
@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distkeras.core import codecs
+from distkeras.spark.framing import ZERO_COPY_MIN
 from distkeras.spark.ps import ParameterServerService, PSClient
 from tests.spark.ps_helpers import SECRET, authenticate, closed_or_error, raw_connect
 
@@ -147,12 +148,14 @@ def bad_commits(draw):
     update = {"codec": "none", "values": arr(base)}
     kind = draw(
         st.sampled_from(
-            ["length", "dtype", "forbidden_dtype", "nan", "fp16_inf", "field_type", "missing", "codec", "topk", "int8", "shape", "array_bytes"]
+            ["length", "large", "dtype", "forbidden_dtype", "nan", "fp16_inf", "field_type", "missing", "codec", "topk", "int8", "shape", "array_bytes"]
         )
     )
     if kind == "length":
         n = draw(st.integers(0, 3 * SIZE).filter(lambda n: n != SIZE))
         update["values"] = arr(np.ones(n, F32))
+    elif kind == "large":  # big enough to be decoded in place (framing.decode_frame's scanner)
+        update["values"] = arr(np.ones(draw(st.integers(ZERO_COPY_MIN // 4, ZERO_COPY_MIN // 2)), F32))
     elif kind == "dtype":
         dt = draw(st.sampled_from(["float64", "float16", "int32", "int8", "uint8", "int64", "bool"]))
         update["values"] = arr(np.ones(SIZE, dt))
@@ -226,7 +229,7 @@ def bad_commits(draw):
     return msgpack.packb(msg, use_bin_type=True)
 
 
-# -- tests: 10,500 cases, drawn in batches of BATCH per hypothesis example (hypothesis's
+# -- tests: 11,000 cases, drawn in batches of BATCH per hypothesis example (hypothesis's
 # own cost is per example; every case is still sent and checked on its own) ------------------
 BATCH = 5
 CASES = {"count": 0}
@@ -259,6 +262,28 @@ def test_wrong_messages(server, link, bodies):
 def test_commits_with_one_defect(server, link, bodies):
     for body in bodies:
         assert link.send(frame(body)) == "error"
+        CASES["count"] += 1
+    check_untouched(server)
+
+
+@st.composite
+def damaged_large_commits(draw):
+    """A large commit (decoded in place) with a few bytes overwritten anywhere."""
+    n = draw(st.integers(ZERO_COPY_MIN // 4, ZERO_COPY_MIN // 4 + 100))
+    body = bytearray(
+        msgpack.packb({"v": 1, "op": "commit", "seq": draw(st.integers(0, 1000)), "samples": 1, "pull": True, "update": {"codec": "none", "values": arr(np.ones(n, F32))}}, use_bin_type=True)
+    )
+    for _ in range(draw(st.integers(1, 4))):
+        where = draw(st.integers(0, 120)) if draw(st.booleans()) else draw(st.integers(0, len(body) - 1))
+        body[min(where, len(body) - 1)] = draw(st.integers(0, 255))
+    return bytes(body)
+
+
+@settings(FUZZ, max_examples=500 // BATCH)
+@given(bodies=batch(damaged_large_commits()))
+def test_damaged_large_commits(server, link, bodies):
+    for body in bodies:
+        assert link.send(frame(body)) in ("error", "closed")
         CASES["count"] += 1
     check_untouched(server)
 

@@ -32,7 +32,6 @@ from tests.spark.ps_helpers import (
     closed_or_error,
     env,
     raw_connect,
-    request,
     run_threads,
     wait_for,
 )
@@ -57,25 +56,6 @@ def client(svc, worker=0, attempt=0, **kw) -> PSClient:
     host, port = svc.address
     kw.setdefault("retry_timeout", 10.0)
     return PSClient(host, port, SECRET, worker, attempt, **kw)
-
-
-# -- framing ----------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "fields",
-    [
-        {},
-        {"a": 1, "b": "x", "c": None, "d": True, "e": 1.5, "f": b"raw", "g": [1, 2, {"h": -3}]},
-        {"center": np.arange(100_000, dtype=F32), "clock": 7},
-        {"update": {"codec": "none", "values": np.ones(5000, F32)}, "seq": 3, "pull": True},
-        {"update": {"codec": "topk", "indices": np.arange(20_000, dtype=np.int32), "values": np.ones(20_000, F32)}},
-        {"small": np.arange(3, dtype=np.int8), "zero_d": np.array(2.5, F32), "empty": np.zeros((0, 4), F32)},
-        {"big_endian": np.arange(10_000, dtype=">f4"), "strided": np.arange(40_000, dtype=F32)[::2]},
-        {"sizes": [np.zeros(n, np.uint8) for n in (255, 256, 65535, 65536, 70_000)]},
-    ],
-)
-def test_pack_parts_is_byte_identical_to_wire_encode(fields):
-    joined = b"".join(bytes(p) for p in pack_parts("ok", **fields))
-    assert joined == wire.frame(wire.encode("ok", **fields))
 
 
 # -- basic protocol -------------------------------------------------------------------------

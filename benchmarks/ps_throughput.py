@@ -1,0 +1,210 @@
+"""Parameter-server throughput: commit-and-pull round trips of a 1M-float32 center.
+
+Measured side by side in one run, every server and every client in its own process:
+
+* raw echo: a plain TCP echo server on loopback; each client sends 4 MB and reads the
+  same 4 MB back (the bytes of one commit and one center) -- the ceiling for one round trip;
+* ours: ``distkeras ps`` with 1 or 4 shards; each client calls
+  ``commit(update, pull=True)`` (one round trip: 4 MB up, the new center back).
+
+Clients: 1, 4 and 8. Targets: 1 client on 1 shard moves at least 0.6 of the raw echo's
+MB/s; with 8 clients, 4 shards move at least 2x the aggregate of 1 shard. The echo and
+our 1-client run are measured alternately, ``--repeats`` times, and the medians compared,
+so a noisy neighbour on the machine hits both.
+
+    python benchmarks/ps_throughput.py [--quick]
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from benchmarks._common import parser, result, write_results  # noqa: E402
+
+SECRET = b"ps-throughput-benchmark-secret!!"
+
+
+# -- raw echo ---------------------------------------------------------------------------------
+def _recv_exact(sock: socket.socket, view: memoryview) -> None:
+    got = 0
+    while got < view.nbytes:
+        n = sock.recv_into(view[got:])
+        if not n:
+            raise EOFError
+        got += n
+
+
+def _echo_server(nbytes: int, q) -> None:
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    q.put(listener.getsockname())
+
+    def serve(conn):
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = memoryview(bytearray(nbytes))
+        try:
+            while True:
+                _recv_exact(conn, buf)
+                conn.sendall(buf)
+        except (EOFError, OSError):
+            conn.close()
+
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+# -- clients ----------------------------------------------------------------------------------
+def _client(kind: str, target, worker: int, size: int, duration: float, ready, go, out) -> None:
+    payload = np.full(size, 1e-6, dtype=np.float32)
+    if kind == "echo":
+        sock = socket.create_connection(target)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        back = memoryview(bytearray(payload.nbytes))
+        raw = memoryview(payload).cast("B")
+
+        def step():
+            sock.sendall(raw)
+            _recv_exact(sock, back)
+
+    else:
+        from distkeras.spark.ps import connect
+
+        client = connect(target, SECRET, worker)
+
+        def step():
+            client.commit(payload, samples=1, pull=True)
+
+    step()  # warm up (buffers grown, connection open)
+    ready.put(worker)
+    go.wait()
+    count, t0 = 0, time.perf_counter()
+    end = t0 + duration
+    while time.perf_counter() < end:
+        step()
+        count += 1
+    out.put((worker, count, time.perf_counter() - t0))
+
+
+def run_clients(kind: str, target, clients: int, size: int, duration: float) -> dict:
+    """Aggregate round trips/s and MB/s of ``clients`` client processes for ``duration`` s."""
+    ctx = mp.get_context("spawn")
+    ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=_client, args=(kind, target, w, size, duration, ready, go, out), daemon=True) for w in range(clients)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.get(timeout=120)
+    go.set()
+    rates = [count / elapsed for _, count, elapsed in (out.get(timeout=duration + 120) for _ in procs)]
+    for p in procs:
+        p.join(30)
+    rts = sum(rates)
+    return {"round_trips_per_s": rts, "mb_per_s": rts * 2 * 4 * size / 1e6}
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=1_000_000, help="center length in float32 values")
+    p.add_argument("--duration", type=float, default=None, help="seconds per measurement")
+    p.add_argument("--repeats", type=int, default=None, help="alternating echo/ours repeats for the 1-client ratio")
+    args = p.parse_args()
+    duration = args.duration or (1.5 if args.quick else 5.0)
+    repeats = args.repeats or (2 if args.quick else 3)
+    size = args.size
+    client_counts = (1, 4, 8)
+
+    from distkeras.spark.ps import ShardedParameterServer
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    echo = ctx.Process(target=_echo_server, args=(4 * size, q), daemon=True)
+    echo.start()
+    echo_addr = q.get(timeout=60)
+    servers = {}
+    measurements: dict[str, dict] = {}
+    t_start = time.perf_counter()
+    try:
+        for shards in (1, 4):
+            srv = ShardedParameterServer("downpour", np.zeros(size, np.float32), max(client_counts), SECRET, shards=shards)
+            srv.start()
+            servers[shards] = srv
+        # the 1-client comparison, alternated so that noise hits both sides
+        echo1, ours1 = [], []
+        for _ in range(repeats):
+            echo1.append(run_clients("echo", echo_addr, 1, size, duration))
+            ours1.append(run_clients("ps", servers[1].addresses, 1, size, duration))
+        measurements["echo, 1 client"] = _median(echo1)
+        measurements["ps 1 shard, 1 client"] = _median(ours1)
+        for clients in client_counts[1:]:
+            measurements[f"echo, {clients} clients"] = run_clients("echo", echo_addr, clients, size, duration)
+        for shards in (1, 4):
+            for clients in client_counts:
+                key = f"ps {shards} shard{'s' if shards > 1 else ''}, {clients} client{'s' if clients > 1 else ''}"
+                if key not in measurements:
+                    measurements[key] = run_clients("ps", servers[shards].addresses, clients, size, duration)
+    finally:
+        for srv in servers.values():
+            srv.stop()
+        echo.terminate()
+
+    print(f"\n{'configuration':<28} {'round trips/s':>14} {'MB/s':>10}")
+    for name, m in measurements.items():
+        print(f"{name:<28} {m['round_trips_per_s']:>14.1f} {m['mb_per_s']:>10.1f}")
+    print()
+    rows = [
+        result(
+            "1 client, 1 shard vs raw echo",
+            "MB/s",
+            measurements["ps 1 shard, 1 client"]["mb_per_s"],
+            measurements["echo, 1 client"]["mb_per_s"],
+            "raw TCP echo of the same bytes, 1 client",
+            0.6,
+            True,
+        ),
+        result(
+            "8 clients, 4 shards vs 1 shard",
+            "MB/s",
+            measurements["ps 4 shards, 8 clients"]["mb_per_s"],
+            measurements["ps 1 shard, 8 clients"]["mb_per_s"],
+            "same service with 1 shard, 8 clients",
+            2.0,
+            True,
+        ),
+    ]
+    write_results(
+        "ps_throughput",
+        rows,
+        extra={
+            "config": {
+                "center_floats": size,
+                "bytes_per_round_trip": 8 * size,
+                "duration_s": duration,
+                "repeats_1_client": repeats,
+                "quick": args.quick,
+                "cpus": os.cpu_count(),
+                "strategy": "downpour",
+                "codec": "none",
+                "wall_s": round(time.perf_counter() - t_start, 1),
+            },
+            "measurements": measurements,
+        },
+    )
+
+
+def _median(runs: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]} | {"runs": runs}
+
+
+if __name__ == "__main__":
+    main()
