@@ -5,7 +5,8 @@ Measured side by side in one run, every server and every client in its own proce
 * raw echo: a plain TCP echo server on loopback; each client sends 4 MB and reads the
   same 4 MB back (the bytes of one commit and one center) -- the ceiling for one round trip;
 * ours: ``distkeras ps`` with 1 or 4 shards; each client calls
-  ``commit(update, pull=True)`` (one round trip: 4 MB up, the new center back).
+  ``commit(update, pull=True, out=buffer)`` (one round trip: 4 MB up, the new center
+  back into a reused buffer).
 
 Clients: 1, 4 and 8. Targets: 1 client on 1 shard moves at least 0.6 of the raw echo's
 MB/s; with 8 clients, 4 shards move at least 2x the aggregate of 1 shard. The echo and
@@ -64,53 +65,77 @@ def _echo_server(nbytes: int, q) -> None:
         threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
 
-# -- clients ----------------------------------------------------------------------------------
-def _client(kind: str, target, worker: int, size: int, duration: float, ready, go, out) -> None:
-    payload = np.full(size, 1e-6, dtype=np.float32)
-    if kind == "echo":
-        sock = socket.create_connection(target)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        back = memoryview(bytearray(payload.nbytes))
-        raw = memoryview(payload).cast("B")
+# -- clients: a pool of persistent processes, so a measurement costs no process start-up -------------
+def _client_loop(conn) -> None:
+    while True:
+        cmd = conn.recv()
+        if cmd is None:
+            return
+        kind, target, worker, size, duration = cmd
+        payload = np.full(size, 1e-6, dtype=np.float32)
+        if kind == "echo":
+            sock = socket.create_connection(target)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            back = memoryview(bytearray(payload.nbytes))
+            raw = memoryview(payload).cast("B")
 
-        def step():
-            sock.sendall(raw)
-            _recv_exact(sock, back)
+            def step():
+                sock.sendall(raw)
+                _recv_exact(sock, back)
 
-    else:
-        from distkeras.spark.ps import connect
+            close = sock.close
+        else:
+            from distkeras.spark.ps import connect
 
-        client = connect(target, SECRET, worker)
+            client = connect(target, SECRET, worker)
+            center = np.empty(size, dtype=np.float32)  # the center lands here: nothing allocated per call
 
-        def step():
-            client.commit(payload, samples=1, pull=True)
+            def step():
+                client.commit(payload, samples=1, pull=True, out=center)
 
-    step()  # warm up (buffers grown, connection open)
-    ready.put(worker)
-    go.wait()
-    count, t0 = 0, time.perf_counter()
-    end = t0 + duration
-    while time.perf_counter() < end:
-        step()
-        count += 1
-    out.put((worker, count, time.perf_counter() - t0))
+            close = client.close
+        step()  # warm up (buffers grown, connection open)
+        conn.send("ready")
+        conn.recv()  # go
+        count, t0 = 0, time.perf_counter()
+        end = t0 + duration
+        while time.perf_counter() < end:
+            step()
+            count += 1
+        elapsed = time.perf_counter() - t0
+        close()
+        conn.send((count, elapsed))
 
 
-def run_clients(kind: str, target, clients: int, size: int, duration: float) -> dict:
-    """Aggregate round trips/s and MB/s of ``clients`` client processes for ``duration`` s."""
-    ctx = mp.get_context("spawn")
-    ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    procs = [ctx.Process(target=_client, args=(kind, target, w, size, duration, ready, go, out), daemon=True) for w in range(clients)]
-    for p in procs:
-        p.start()
-    for _ in procs:
-        ready.get(timeout=120)
-    go.set()
-    rates = [count / elapsed for _, count, elapsed in (out.get(timeout=duration + 120) for _ in procs)]
-    for p in procs:
-        p.join(30)
-    rts = sum(rates)
-    return {"round_trips_per_s": rts, "mb_per_s": rts * 2 * 4 * size / 1e6}
+class ClientPool:
+    def __init__(self, n: int):
+        ctx = mp.get_context("spawn")
+        self.pipes, self.procs = [], []
+        for _ in range(n):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_client_loop, args=(child,), daemon=True)
+            proc.start()
+            self.pipes.append(parent)
+            self.procs.append(proc)
+
+    def run(self, kind: str, target, clients: int, size: int, duration: float) -> dict:
+        """Aggregate round trips/s and MB/s of ``clients`` clients for ``duration`` s."""
+        pipes = self.pipes[:clients]
+        for w, pipe in enumerate(pipes):
+            pipe.send((kind, target, w, size, duration))
+        for pipe in pipes:
+            assert pipe.recv() == "ready"
+        for pipe in pipes:
+            pipe.send("go")
+        rates = [count / elapsed for count, elapsed in (pipe.recv() for pipe in pipes)]
+        rts = sum(rates)
+        return {"round_trips_per_s": rts, "mb_per_s": rts * 2 * 4 * size / 1e6}
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            pipe.send(None)
+        for proc in self.procs:
+            proc.join(10)
 
 
 def main() -> None:
@@ -120,7 +145,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=None, help="alternating echo/ours repeats for the 1-client ratio")
     args = p.parse_args()
     duration = args.duration or (1.5 if args.quick else 5.0)
-    repeats = args.repeats or (2 if args.quick else 3)
+    repeats = args.repeats or (3 if args.quick else 5)
     size = args.size
     client_counts = (1, 4, 8)
 
@@ -134,6 +159,8 @@ def main() -> None:
     servers = {}
     measurements: dict[str, dict] = {}
     t_start = time.perf_counter()
+    pool = ClientPool(max(client_counts))
+    run_clients = pool.run
     try:
         for shards in (1, 4):
             srv = ShardedParameterServer("downpour", np.zeros(size, np.float32), max(client_counts), SECRET, shards=shards)
@@ -154,6 +181,7 @@ def main() -> None:
                 if key not in measurements:
                     measurements[key] = run_clients("ps", servers[shards].addresses, clients, size, duration)
     finally:
+        pool.close()
         for srv in servers.values():
             srv.stop()
         echo.terminate()
