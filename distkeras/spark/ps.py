@@ -48,6 +48,22 @@ def serve(
     return ShardedParameterServer(strategy, center, num_workers, secret, shards=shards, **kwargs)
 
 
+MIN_SECRET_BYTES = 16
+
+
+def read_secret_file(path: str) -> bytes:
+    """A run secret from a file (as ``distkeras ps secret`` writes it): the file's bytes
+    without surrounding whitespace, at least 16 of them. Raises ValueError naming the file."""
+    try:
+        with open(path, "rb") as f:
+            secret = f.read().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read the secret file {path!r}: {exc.strerror or exc}") from None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"the secret in {path!r} is too short ({len(secret)} bytes; use at least {MIN_SECRET_BYTES}, e.g. `distkeras ps secret FILE`)")
+    return secret
+
+
 def addresses_of(server: ParameterServerService | ShardedParameterServer) -> str:
     """``"host:port[,host:port...]"`` of a started server."""
     if isinstance(server, ShardedParameterServer):
@@ -70,6 +86,7 @@ __all__ = [
     "connect",
     "load_checkpoint",
     "parse_addresses",
+    "read_secret_file",
     "serve",
     "shard_bounds",
     "shard_path",

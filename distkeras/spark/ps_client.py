@@ -181,7 +181,7 @@ class PSClient:
         while True:
             try:
                 if self._sock is None:
-                    if tries or first_failure is not None:
+                    if self.info:  # we had a connection: this is a reconnection
                         self.reconnects += 1
                     self._connect()
                 if parts is None:
@@ -288,6 +288,9 @@ class ShardedPSClient:
     The shards announce their offsets at hello; the client checks they tile the vector.
     Requests go to all shards in parallel (a thread per shard). A codec is applied per
     shard (top-k keeps the k largest values of each slice, with one residual per slice).
+    Each shard deduplicates on its own; if one shard fails for good (PSConnectionError,
+    PSRemoteError) after others applied the commit, the error is raised and the run
+    should stop: calling ``commit`` again would send a new commit, not a resend.
     """
 
     def __init__(self, addresses: Sequence[str | tuple[str, int]] | str, secret: bytes, worker: int, attempt: int = 0, **kwargs: Any):

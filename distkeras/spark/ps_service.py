@@ -132,14 +132,15 @@ class ParameterServerService:
     (may be None with ``resume``). ``secret``: the run secret (bytes); ``None`` makes a
     fresh one (read it from ``.secret``). ``codec``: accept only updates encoded with this
     codec (a name such as ``"topk"``); ``None`` accepts every known codec.
-    ``checkpoint``: an fsspec URL; a checkpoint is written every ``checkpoint_every``
-    applied commits and/or every ``checkpoint_interval`` seconds (if the clock moved), and
-    once more at ``stop()``. ``resume``: a checkpoint URL to start from (center, clock,
+    ``checkpoint``: an fsspec URL; a background thread writes a checkpoint once
+    ``checkpoint_every`` commits have been applied since the last one and/or every
+    ``checkpoint_interval`` seconds (if the clock moved), and ``stop()`` writes a final one. ``resume``: a checkpoint URL to start from (center, clock,
     strategy state, worker attempts and sequence numbers). ``idle_timeout``: seconds a
     connection may stay silent before it is closed (a client reconnects by itself).
     ``round_timeout``: how long a synchronous commit-and-pull waits for its round
     (None: until shutdown). ``shard``/``shards``/``offset``/``total_size``: where this
     server's slice lies in the whole vector (set by :class:`ShardedParameterServer`).
+    ``max_connections``: connections beyond this are closed at once (each costs a thread).
     """
 
     def __init__(
@@ -166,6 +167,7 @@ class ParameterServerService:
         offset: int = 0,
         total_size: int | None = None,
         backlog: int = 128,
+        max_connections: int = 1024,
     ):
         self.strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
         if not self.strategy.exchanges:
@@ -209,6 +211,7 @@ class ParameterServerService:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval = checkpoint_interval
         self._host, self._port, self._backlog = host, int(port), backlog
+        self.max_connections = int(max_connections)
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
         self._ckpt_thread: threading.Thread | None = None
@@ -363,6 +366,10 @@ class ParameterServerService:
                 if self._stopping.is_set():
                     sock.close()
                     return
+                if len(self._conns) >= self.max_connections:
+                    self._counters["connections_refused"] += 1
+                    sock.close()
+                    continue
                 self._conns.add(conn)
                 self._counters["connections"] += 1
             conn.thread = threading.Thread(target=self._serve, args=(conn,), name=f"ps-conn-{peer[1]}", daemon=True)

@@ -517,3 +517,29 @@ def test_connect_picks_one_or_sharded_client(downpour):
     c = connect(f"{downpour.address[0]}:{downpour.address[1]}", SECRET, 0)
     assert isinstance(c, PSClient)
     c.close()
+
+
+def test_connections_beyond_the_limit_are_closed_at_once():
+    with service(size=10, max_connections=2) as svc:
+        held = [raw_connect(svc.address) for _ in range(2)]
+        extra = socket.create_connection(svc.address, timeout=10)
+        assert extra.recv(1) == b""  # closed without a challenge
+        extra.close()
+        assert svc.stats()["service"]["counters"]["connections_refused"] == 1
+        for sock, _, _ in held:
+            sock.close()
+        wait_for(lambda: svc.stats()["service"]["connections_open"] == 0)
+        _, info = client(svc).commit(np.ones(10, F32))
+        assert info["status"] == "applied"
+
+
+def test_read_secret_file(tmp_path):
+    from distkeras.spark.ps import read_secret_file
+
+    (tmp_path / "s").write_bytes(b"  " + SECRET + b"\n")
+    assert read_secret_file(str(tmp_path / "s")) == SECRET
+    (tmp_path / "short").write_bytes(b"abc\n")
+    with pytest.raises(ValueError, match="too short"):
+        read_secret_file(str(tmp_path / "short"))
+    with pytest.raises(ValueError, match="cannot read the secret file"):
+        read_secret_file(str(tmp_path / "missing"))

@@ -44,15 +44,12 @@ def parse_param(text: str) -> tuple[str, Any]:
 
 
 def read_secret(path: str) -> bytes:
-    """The run secret: the file's bytes without surrounding whitespace."""
+    from distkeras.spark.ps import read_secret_file
+
     try:
-        with open(path, "rb") as f:
-            secret = f.read().strip()
-    except OSError as exc:
-        raise SystemExit(f"distkeras ps: cannot read the secret file {path!r}: {exc.strerror or exc}") from None
-    if len(secret) < 16:
-        raise SystemExit(f"distkeras ps: the secret in {path!r} is too short ({len(secret)} bytes; use at least 16, e.g. `distkeras ps secret FILE`)")
-    return secret
+        return read_secret_file(path)
+    except ValueError as exc:
+        raise SystemExit(f"distkeras ps: {exc}") from None
 
 
 def register(subparsers: Any) -> None:
