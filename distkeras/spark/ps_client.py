@@ -145,8 +145,16 @@ class PSClient:
         except BaseException:
             sock.close()
             raise
+        info = {k: v for k, v in reply.items() if k not in ("v", "op", "proof")}
+        layout = ("size", "offset", "total_size")
+        if self.info and any(info.get(k) != self.info.get(k) for k in layout):
+            sock.close()
+            raise PSConnectionError(
+                f"the server at {self.address} now holds {[info.get(k) for k in layout]} (size, offset, total) "
+                f"instead of {[self.info.get(k) for k in layout]}: a different model or sharding"
+            )
         first = not self.info
-        self.info = {k: v for k, v in reply.items() if k not in ("v", "op", "proof")}
+        self.info = info
         if first and isinstance(self.info.get("last_seq"), int):
             # a new client for a (worker, attempt) the server already knows (e.g. one client
             # per epoch) continues its sequence, so its commits are not taken for replays
@@ -193,6 +201,8 @@ class PSClient:
                 if reply["op"] != "ok":
                     raise wire.WireError(f"unexpected reply {reply['op']!r}")
                 return reply
+            except (PSRemoteError, PSAuthenticationError, PSConnectionError):
+                raise  # final answers (PSConnectionError is an OSError: keep it out of the retries)
             except (_Retry, *_RETRYABLE) as exc:
                 self._drop()
                 now = time.monotonic()
@@ -206,8 +216,6 @@ class PSClient:
                     ) from exc
                 time.sleep(min(self.backoff * (2**tries), self.max_backoff, self.retry_timeout - elapsed))
                 tries += 1
-            except (PSRemoteError, PSAuthenticationError):
-                raise
             except BaseException:
                 self._drop()  # e.g. KeyboardInterrupt mid-frame: the stream is out of step
                 raise

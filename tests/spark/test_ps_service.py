@@ -543,3 +543,17 @@ def test_read_secret_file(tmp_path):
         read_secret_file(str(tmp_path / "short"))
     with pytest.raises(ValueError, match="cannot read the secret file"):
         read_secret_file(str(tmp_path / "missing"))
+
+
+def test_client_refuses_a_restarted_server_with_another_layout():
+    svc = service(size=10)
+    c = client(svc)
+    host, port = svc.address
+    svc.stop()
+    other = ParameterServerService("downpour", np.zeros(12, F32), 4, SECRET, port=port)
+    other.start()
+    try:
+        with pytest.raises(PSConnectionError, match="a different model or sharding"):
+            c.pull()
+    finally:
+        other.stop()
