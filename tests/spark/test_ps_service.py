@@ -557,3 +557,24 @@ def test_client_refuses_a_restarted_server_with_another_layout():
             c.pull()
     finally:
         other.stop()
+
+
+def test_stop_lets_a_commit_in_flight_finish(tmp_path):
+    svc = service(size=1000, checkpoint=str(tmp_path))
+    sock, reader, _ = authenticate(svc.address, worker=0)
+    frame = b"".join(bytes(p) for p in pack_parts("commit", seq=0, samples=1, pull=True, update={"codec": "none", "values": np.ones(1000, F32)}))
+    sock.sendall(frame[:100])  # the commit is on its way when stop() begins
+    stopper = threading.Thread(target=svc.stop)
+    stopper.start()
+    time.sleep(0.3)
+    assert stopper.is_alive()  # draining
+    sock.sendall(frame[100:])
+    reply = wire.decode(reader.read(1 << 24))
+    assert reply["op"] == "ok" and reply["status"] == "applied"
+    np.testing.assert_array_equal(reply["center"], np.ones(1000, F32))
+    stopper.join(10)
+    assert not stopper.is_alive()
+    from distkeras.spark.checkpoint import load_checkpoint
+
+    assert load_checkpoint(str(tmp_path))[1]["clock"] == 1  # the final checkpoint has it
+    sock.close()
