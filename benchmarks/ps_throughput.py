@@ -9,9 +9,9 @@ Measured side by side in one run, every server and every client in its own proce
   back into a reused buffer).
 
 Clients: 1, 4 and 8. Targets: 1 client on 1 shard moves at least 0.6 of the raw echo's
-MB/s; with 8 clients, 4 shards move at least 2x the aggregate of 1 shard. The echo and
-our 1-client run are measured alternately, ``--repeats`` times, and the medians compared,
-so a noisy neighbour on the machine hits both.
+MB/s; with 8 clients, 4 shards move at least 2x the aggregate of 1 shard. Each target's
+two sides are measured alternately, ``--repeats`` pairs, and the ratio is the median of
+the per-pair ratios, so a noisy neighbour on the machine hits both sides alike.
 
     python benchmarks/ps_throughput.py [--quick]
 """
@@ -138,14 +138,29 @@ class ClientPool:
             proc.join(10)
 
 
+def paired(run_a, run_b, repeats: int) -> dict:
+    """Run a and b alternately ``repeats`` times. The ratio b/a is the median of the
+    per-pair ratios: a noisy neighbour slows the runs next to each other alike."""
+    a_runs, b_runs = [], []
+    for _ in range(repeats):
+        a_runs.append(run_a())
+        b_runs.append(run_b())
+    ratios = [b["mb_per_s"] / a["mb_per_s"] for a, b in zip(a_runs, b_runs)]
+    return {"a": _median(a_runs), "b": _median(b_runs), "ratio": statistics.median(ratios), "ratios": ratios}
+
+
+def _median(runs: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]} | {"runs": runs}
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=1_000_000, help="center length in float32 values")
     p.add_argument("--duration", type=float, default=None, help="seconds per measurement")
-    p.add_argument("--repeats", type=int, default=None, help="alternating echo/ours repeats for the 1-client ratio")
+    p.add_argument("--repeats", type=int, default=None, help="alternating pairs for each ratio")
     args = p.parse_args()
-    duration = args.duration or (1.5 if args.quick else 5.0)
-    repeats = args.repeats or (3 if args.quick else 5)
+    duration = args.duration or (0.75 if args.quick else 2.0)
+    repeats = args.repeats or (5 if args.quick else 9)
     size = args.size
     client_counts = (1, 4, 8)
 
@@ -160,26 +175,27 @@ def main() -> None:
     measurements: dict[str, dict] = {}
     t_start = time.perf_counter()
     pool = ClientPool(max(client_counts))
-    run_clients = pool.run
     try:
         for shards in (1, 4):
             srv = ShardedParameterServer("downpour", np.zeros(size, np.float32), max(client_counts), SECRET, shards=shards)
             srv.start()
             servers[shards] = srv
-        # the 1-client comparison, alternated so that noise hits both sides
-        echo1, ours1 = [], []
-        for _ in range(repeats):
-            echo1.append(run_clients("echo", echo_addr, 1, size, duration))
-            ours1.append(run_clients("ps", servers[1].addresses, 1, size, duration))
-        measurements["echo, 1 client"] = _median(echo1)
-        measurements["ps 1 shard, 1 client"] = _median(ours1)
-        for clients in client_counts[1:]:
-            measurements[f"echo, {clients} clients"] = run_clients("echo", echo_addr, clients, size, duration)
-        for shards in (1, 4):
-            for clients in client_counts:
-                key = f"ps {shards} shard{'s' if shards > 1 else ''}, {clients} client{'s' if clients > 1 else ''}"
-                if key not in measurements:
-                    measurements[key] = run_clients("ps", servers[shards].addresses, clients, size, duration)
+
+        def run(kind: str, clients: int, shards: int = 1):
+            target = echo_addr if kind == "echo" else servers[shards].addresses
+            return lambda: pool.run(kind, target, clients, size, duration)
+
+        one = paired(run("echo", 1), run("ps", 1, 1), repeats)
+        measurements["echo, 1 client"] = one["a"]
+        measurements["ps 1 shard, 1 client"] = one["b"]
+        eight = paired(run("ps", 8, 1), run("ps", 8, 4), repeats)
+        measurements["ps 1 shard, 8 clients"] = eight["a"]
+        measurements["ps 4 shards, 8 clients"] = eight["b"]
+        for clients in (4, 8):
+            measurements[f"echo, {clients} clients"] = run("echo", clients)()
+        for shards, clients in ((4, 1), (1, 4), (4, 4)):
+            key = f"ps {shards} shard{'s' if shards > 1 else ''}, {clients} client{'s' if clients > 1 else ''}"
+            measurements[key] = run("ps", clients, shards)()
     finally:
         pool.close()
         for srv in servers.values():
@@ -187,7 +203,8 @@ def main() -> None:
         echo.terminate()
 
     print(f"\n{'configuration':<28} {'round trips/s':>14} {'MB/s':>10}")
-    for name, m in measurements.items():
+    for name in sorted(measurements, key=lambda k: (k.startswith("ps"), "4 shards" in k, int(k.split(", ")[1].split()[0]))):
+        m = measurements[name]
         print(f"{name:<28} {m['round_trips_per_s']:>14.1f} {m['mb_per_s']:>10.1f}")
     print()
     rows = [
@@ -199,6 +216,7 @@ def main() -> None:
             "raw TCP echo of the same bytes, 1 client",
             0.6,
             True,
+            ratio=one["ratio"],
         ),
         result(
             "8 clients, 4 shards vs 1 shard",
@@ -208,6 +226,7 @@ def main() -> None:
             "same service with 1 shard, 8 clients",
             2.0,
             True,
+            ratio=eight["ratio"],
         ),
     ]
     write_results(
@@ -218,20 +237,18 @@ def main() -> None:
                 "center_floats": size,
                 "bytes_per_round_trip": 8 * size,
                 "duration_s": duration,
-                "repeats_1_client": repeats,
+                "pairs_per_ratio": repeats,
+                "ratio": "median of per-pair ratios, pairs measured alternately",
                 "quick": args.quick,
                 "cpus": os.cpu_count(),
                 "strategy": "downpour",
                 "codec": "none",
                 "wall_s": round(time.perf_counter() - t_start, 1),
             },
+            "pair_ratios": {"1 client: ps/echo": one["ratios"], "8 clients: 4 shards/1 shard": eight["ratios"]},
             "measurements": measurements,
         },
     )
-
-
-def _median(runs: list[dict]) -> dict:
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]} | {"runs": runs}
 
 
 if __name__ == "__main__":
