@@ -62,7 +62,8 @@ def _ext_hook(code: int, data: bytes) -> Any:
     if code != _ARRAY_EXT:
         raise WireError(f"unknown msgpack extension type {code}")
     # [dtype, shape, raw]: the small head is unpacked by msgpack; the raw bytes are not
-    # copied again but viewed in place (``data`` is already a copy msgpack made for us)
+    # copied again but viewed in place (in the copy msgpack made for us, or in the caller's
+    # buffer when an ext_hook passes a memoryview)
     try:
         head = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=_HEAD_MAX)
         head.feed(data[:_HEAD_MAX])
