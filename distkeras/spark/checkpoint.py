@@ -20,9 +20,7 @@ import secrets
 import time
 from typing import Any
 
-import fsspec
 import numpy as np
-from fsspec.implementations.local import LocalFileSystem
 
 FORMAT = "distkeras-ps-checkpoint"
 VERSION = 1
@@ -37,17 +35,23 @@ def shard_path(url: str, shard: int = 0) -> str:
     return f"{str(url).rstrip('/')}/shard-{int(shard):02d}.npz"
 
 
-def _fs(url: str) -> tuple[Any, str]:
+def _fs(url: str) -> tuple[Any, str, bool]:
+    """(filesystem, path, is_local); fsspec is imported here, so that workers that only
+    run a client do not need it."""
     try:
-        return fsspec.core.url_to_fs(url)
-    except Exception as exc:  # unknown protocol, missing optional package, ...
-        raise CheckpointError(f"cannot open checkpoint location {url!r}: {exc}") from exc
+        import fsspec
+        from fsspec.implementations.local import LocalFileSystem
+
+        fs, path = fsspec.core.url_to_fs(url)
+    except Exception as exc:  # fsspec missing, unknown protocol, missing optional package, ...
+        raise CheckpointError(f"cannot open checkpoint location {url!r}: {type(exc).__name__}: {exc}") from exc
+    return fs, path, isinstance(fs, LocalFileSystem)
 
 
 def write_checkpoint(url: str, snapshot: dict[str, Any], shard_info: dict[str, Any] | None = None, shard: int = 0) -> str:
     """Write ``ParameterServerState.snapshot()`` (plus ``shard_info``) atomically; returns the file URL."""
     target = shard_path(url, shard)
-    fs, path = _fs(target)
+    fs, path, local = _fs(target)
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -67,7 +71,7 @@ def write_checkpoint(url: str, snapshot: dict[str, Any], shard_info: dict[str, A
     folder = path.rsplit("/", 1)[0] if "/" in path else ""
     tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        if isinstance(fs, LocalFileSystem):
+        if local:
             if folder:
                 os.makedirs(folder, exist_ok=True)
             with open(tmp, "wb") as f:
@@ -92,7 +96,7 @@ def write_checkpoint(url: str, snapshot: dict[str, Any], shard_info: dict[str, A
             fs.mv(tmp, path)
     except Exception as exc:
         try:
-            if isinstance(fs, LocalFileSystem):
+            if local:
                 if os.path.exists(tmp):
                     os.remove(tmp)
             elif fs.exists(tmp):
@@ -107,7 +111,7 @@ def load_checkpoint(url: str, shard: int = 0) -> tuple[dict[str, Any], dict[str,
     """Read a shard's checkpoint: ``(snapshot, meta)``; ``snapshot`` feeds
     ``ParameterServerState.from_snapshot``. Raises CheckpointError naming the file."""
     target = shard_path(url, shard)
-    fs, path = _fs(target)
+    fs, path, _ = _fs(target)
     try:
         with fs.open(path, "rb") as f:
             with np.load(f, allow_pickle=False) as z:
