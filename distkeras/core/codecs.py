@@ -128,8 +128,10 @@ class Int8Codec(Codec):
             raise CodecError("int8 update needs a positive integer 'chunk'")
         q = self._array(encoded, "q", np.int8, size)
         scales = self._array(encoded, "scales", F32, -(-size // chunk))
+        # chunk > size means one scale for everything: never repeat more than size values
+        # (a forged chunk of 2**40 must not allocate terabytes)
         with np.errstate(invalid="ignore"):  # 0 · inf from a non-finite scale stays NaN (rejected later)
-            return (q.astype(F32) * np.repeat(scales, chunk)[:size]).astype(F32)
+            return (q.astype(F32) * np.repeat(scales, min(chunk, max(size, 1)))[:size]).astype(F32)
 
 
 @dataclass(frozen=True)

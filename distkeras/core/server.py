@@ -148,7 +148,9 @@ class ParameterServerState:
             rec.active = True  # a worker that left and registers again is waited for from now on
             return True
 
-    def pull(self, worker: int, attempt: int = 0, nbytes_in: int = 0) -> PullResult:
+    def pull(self, worker: int, attempt: int = 0, nbytes_in: int = 0, out: np.ndarray | None = None) -> PullResult:
+        """The center for ``worker``: a fresh copy, or written into ``out`` (a float32 vector
+        of the center's size the caller reuses, so no memory is allocated per pull)."""
         with self._lock:
             rec = self._record(worker)
             rec.pull_clock = self.clock
@@ -157,7 +159,11 @@ class ParameterServerState:
             self.stats_.pulls += 1
             self.stats_.bytes_in += nbytes_in
             self.stats_.bytes_out += self.state.center.nbytes
-            return PullResult(self.state.center.copy(), self.clock, self.round)
+            if out is None:
+                out = self.state.center.copy()
+            else:
+                np.copyto(out, self.state.center)
+            return PullResult(out, self.clock, self.round)
 
     def commit(self, worker: int, attempt: int, seq: int, payload: np.ndarray, samples: int = 1, nbytes_in: int = 0) -> CommitResult:
         """Offer one decoded commit. Never raises for bad data: the result says what happened.
@@ -295,7 +301,9 @@ class ParameterServerState:
                 "state_type": type(self.state).__name__,
                 "state": {k: np.array(v, copy=True) for k, v in self.state._asdict().items()},
                 "attempts": {str(w): r.attempt for w, r in self.workers.items()},
-                "last_seq": {str(w): r.last_seq for w, r in self.workers.items()},
+                # a commit still buffered for an open round is not in this snapshot's state:
+                # forget its seq so that its resend after a resume is applied, not dropped
+                "last_seq": {str(w): r.last_seq - (w in self._round_buffer) for w, r in self.workers.items()},
             }
 
     @classmethod

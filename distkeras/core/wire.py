@@ -31,6 +31,8 @@ ALLOWED_DTYPES = frozenset({"float16", "float32", "float64", "int8", "uint8", "i
 _ARRAY_EXT = 1
 _AUTH_CONTEXT = b"distkeras-ps-auth-v1\x00"
 MAX_NDIM = 32
+_HEAD_MAX = 1024  # the [dtype, shape] head of an array is far smaller
+_BIN_HEADERS = {0xC4: 1, 0xC5: 2, 0xC6: 4}  # msgpack bin8/16/32 marker -> length bytes
 
 
 class WireError(ValueError):
@@ -62,25 +64,42 @@ def _default(obj: Any) -> Any:
 def _ext_hook(code: int, data: bytes) -> Any:
     if code != _ARRAY_EXT:
         raise WireError(f"unknown msgpack extension type {code}")
+    # [dtype, shape, raw]: the small head is unpacked by msgpack; the raw bytes are not
+    # copied again but viewed in place (in the copy msgpack made for us, or in the caller's
+    # buffer when an ext_hook passes a memoryview)
     try:
-        dtype, shape, raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        head = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=_HEAD_MAX)
+        head.feed(data[:_HEAD_MAX])
+        if head.read_array_header() != 3:
+            raise ValueError("expected [dtype, shape, data]")
+        dtype = head.unpack()
+        shape = head.unpack()
+        start = head.tell()
     except WireError:
         raise
     except Exception as exc:  # malformed extension body
-        raise WireError(f"malformed array: {exc}") from None
+        raise WireError(f"malformed array: {type(exc).__name__}: {exc}") from None
     if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
         raise WireError(f"array dtype {dtype!r} is not allowed; allowed: {sorted(ALLOWED_DTYPES)}")
     if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise WireError(f"array shape {shape!r} is not a list of non-negative integers")
-    if not isinstance(raw, bytes):
+    marker = data[start] if start < len(data) else None
+    if marker not in _BIN_HEADERS:
         raise WireError("array data must be bytes")
+    width = _BIN_HEADERS[marker]
+    start += 1 + width
+    if start > len(data):
+        raise WireError("malformed array: truncated data header")
+    nbytes = int.from_bytes(data[start - width : start], "big")
+    if start + nbytes != len(data):
+        raise WireError(f"malformed array: data header says {nbytes} bytes, {len(data) - start} follow")
     dt = np.dtype(dtype).newbyteorder("<")
     count = 1
     for d in shape:
         count *= d
-    if count * dt.itemsize != len(raw):
-        raise WireError(f"array of dtype {dtype} and shape {shape} needs {count * dt.itemsize} bytes, got {len(raw)}")
-    arr = np.frombuffer(raw, dtype=dt).reshape(shape)
+    if count * dt.itemsize != nbytes:
+        raise WireError(f"array of dtype {dtype} and shape {shape} needs {count * dt.itemsize} bytes, got {nbytes}")
+    arr = np.frombuffer(data, dtype=dt, count=count, offset=start).reshape(shape)
     return arr.astype(np.dtype(dtype), copy=False) if dt != np.dtype(dtype) else arr
 
 
@@ -99,15 +118,18 @@ def encode(op: str, **fields: Any) -> bytes:
         raise WireError(f"cannot encode {op!r} message: {exc}") from None
 
 
-def decode(body: bytes | bytearray | memoryview, max_size: int = DEFAULT_MAX_FRAME) -> dict[str, Any]:
-    """Decode and check one message body. Raises only :class:`WireError`."""
+def decode(body: bytes | bytearray | memoryview, max_size: int = DEFAULT_MAX_FRAME, *, ext_hook: Any = None) -> dict[str, Any]:
+    """Decode and check one message body. Raises only :class:`WireError`.
+
+    ``ext_hook`` replaces the array decoder (it must apply :func:`_ext_hook`'s checks to
+    anything a peer sent; the socket layer uses it to view large arrays in place)."""
     if len(body) > max_size:
         raise WireError(f"message of {len(body)} bytes exceeds the limit of {max_size}")
     try:
         msg = msgpack.unpackb(
             body,
             raw=False,
-            ext_hook=_ext_hook,
+            ext_hook=ext_hook or _ext_hook,
             strict_map_key=True,
         )
     except WireError:

@@ -14,6 +14,7 @@ from distkeras import __version__
 COMMAND_MODULES = [
     "distkeras.frontends.commands.simulate",
     "distkeras.frontends.commands.punchcard",
+    "distkeras.frontends.commands.ps",
 ]
 
 

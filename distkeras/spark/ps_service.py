@@ -1,0 +1,612 @@
+"""The parameter-server service: ``core.server.ParameterServerState`` behind a TCP socket.
+
+One thread per connection; frames are the core wire format (``distkeras.core.wire``).
+A connection goes through::
+
+    server -> challenge {challenge}                     (32 random bytes)
+    client -> hello {worker, attempt, response, challenge}
+              response = HMAC(secret, server challenge); challenge: the client's own
+    server -> ok {proof, size, offset, total_size, shard, shards, clock, last_seq, ...}
+              proof = HMAC(secret, b"server" + client challenge): the server knows the secret too;
+              last_seq: the last commit seq seen from this (worker, attempt)
+    then any number of
+    client -> pull {}                                    -> ok {center, clock, round}
+    client -> commit {seq, samples, update, pull}        -> ok {status, clock, round, staleness[, center]}
+    client -> stats {}                                   -> ok {stats}
+    client -> bye {}                                     -> ok {}  (the worker leaves; closed)
+
+Any problem is answered with ``error {code, message[, reason]}`` that names it; codes:
+``auth`` (bad or missing HMAC), ``fenced`` (an older task attempt), ``bad_request``
+(malformed frame or message, wrong field, undecodable update), ``rejected`` (the state
+machine refused the commit: non-finite values, wrong layout, ...; ``reason`` says which),
+``timeout`` (a synchronous round did not close in time), ``shutdown`` (the server is
+stopping: reconnect later), ``internal``. Before authentication every error closes the
+connection, and frames are limited to a few KiB so a stranger cannot make the server
+allocate. Nothing is ever unpickled.
+
+A commit may ask for the new center back (``pull: true``), so commit-and-pull costs one
+round trip; for synchronous strategies that reply waits until the round closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from distkeras.core import codecs, wire
+from distkeras.core.server import APPLIED, DUPLICATE, PENDING, ParameterServerState
+from distkeras.core.strategies import Strategy, get_strategy
+
+from . import checkpoint as ckpt
+from .framing import Dropped, FrameReader, decode_frame, pack_parts, send_parts
+
+log = logging.getLogger("distkeras.ps")
+
+AUTH_MAX_FRAME = 4096  # nothing bigger is read before a peer has authenticated
+SERVER_PROOF_CONTEXT = b"distkeras-ps-server\x00"
+
+# error codes (see the module docstring)
+E_AUTH = "auth"
+E_FENCED = "fenced"
+E_BAD_REQUEST = "bad_request"
+E_REJECTED = "rejected"
+E_TIMEOUT = "timeout"
+E_SHUTDOWN = "shutdown"
+E_INTERNAL = "internal"
+
+
+class PSError(RuntimeError):
+    """Base of the parameter-server errors."""
+
+
+class PSConnectionError(PSError, ConnectionError):
+    """The server could not be reached (or kept) before the deadline; names host:port and the cause."""
+
+
+class PSAuthenticationError(PSError):
+    """The server refused our HMAC, or could not prove it knows the run secret."""
+
+
+class PSRemoteError(PSError):
+    """The server answered with an error; ``code``, ``reason`` and the server's message."""
+
+    def __init__(self, message: str, code: str = "", reason: str = "", address: str = ""):
+        where = f" (from {address})" if address else ""
+        super().__init__(f"parameter server error [{code}]{where}: {message}")
+        self.code = code
+        self.reason = reason
+        self.server_message = message
+        self.address = address
+
+
+def server_proof(secret: bytes, client_challenge: bytes) -> bytes:
+    """What the server sends back to show it holds the run secret (a different context
+    than the client's answer, so neither side's HMAC can be replayed as the other's)."""
+    return wire.auth_response(secret, SERVER_PROOF_CONTEXT + bytes(client_challenge))
+
+
+def default_max_frame(size: int) -> int:
+    """Room for the largest legitimate message about a center of ``size`` floats
+    (top-k with fraction 1 sends 8 bytes per value) plus headers."""
+    return min(16 * size + (1 << 20), 0xFFFFFFFF)
+
+
+class _Conn:
+    __slots__ = ("sock", "peer", "busy", "worker", "attempt", "thread", "_out")
+
+    def __init__(self, sock: socket.socket, peer: Any):
+        self.sock = sock
+        self.peer = peer
+        self.busy = True  # authenticating counts as busy
+        self.worker: int | None = None
+        self.attempt = 0
+        self.thread: threading.Thread | None = None
+        self._out: np.ndarray | None = None
+
+    def out(self, size: int) -> np.ndarray:
+        """This connection's reply buffer for the center: pulls are copied into it and sent
+        from it, so no memory is allocated (and page-faulted in) per request."""
+        if self._out is None:
+            self._out = np.empty(size, dtype=np.float32)
+        return self._out
+
+
+class _Refuse(Exception):
+    """Answer with an error; ``close`` ends the connection afterwards."""
+
+    def __init__(self, code: str, message: str, reason: str = "", close: bool = False):
+        super().__init__(message)
+        self.code, self.message, self.reason, self.close = code, message, reason, close
+
+
+class ParameterServerService:
+    """A TCP parameter server around :class:`ParameterServerState`.
+
+    ``strategy``: a Strategy or a registry name. ``center``: the initial 1-D float32 center
+    (may be None with ``resume``). ``secret``: the run secret (bytes); ``None`` makes a
+    fresh one (read it from ``.secret``). ``codec``: accept only updates encoded with this
+    codec (a name such as ``"topk"``); ``None`` accepts every known codec.
+    ``checkpoint``: an fsspec URL; a background thread writes a checkpoint once
+    ``checkpoint_every`` commits have been applied since the last one and/or every
+    ``checkpoint_interval`` seconds (if the clock moved), and ``stop()`` writes a final one. ``resume``: a checkpoint URL to start from (center, clock,
+    strategy state, worker attempts and sequence numbers). ``idle_timeout``: seconds a
+    connection may stay silent before it is closed (a client reconnects by itself).
+    ``round_timeout``: how long a synchronous commit-and-pull waits for its round
+    (None: until shutdown). ``shard``/``shards``/``offset``/``total_size``: where this
+    server's slice lies in the whole vector (set by :class:`ShardedParameterServer`).
+    ``max_connections``: connections beyond this are closed at once (each costs a thread).
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy | str,
+        center: np.ndarray | None = None,
+        num_workers: int = 1,
+        secret: bytes | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        codec: str | None = None,
+        checkpoint: str | None = None,
+        checkpoint_every: int | None = None,
+        checkpoint_interval: float | None = None,
+        resume: str | None = None,
+        max_frame: int | None = None,
+        idle_timeout: float | None = 300.0,
+        auth_timeout: float = 10.0,
+        round_timeout: float | None = None,
+        drain_timeout: float = 10.0,
+        shard: int = 0,
+        shards: int = 1,
+        offset: int = 0,
+        total_size: int | None = None,
+        backlog: int = 128,
+        max_connections: int = 1024,
+    ):
+        self.strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
+        if not self.strategy.exchanges:
+            raise ValueError(f"strategy {self.strategy.name!r} does not use a parameter server")
+        self.secret = bytes(secret) if secret is not None else wire.new_secret()
+        if not self.secret:
+            raise ValueError("the run secret must not be empty")
+        if checkpoint_every is not None and checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+        if checkpoint_interval is not None and checkpoint_interval <= 0:
+            raise ValueError(f"checkpoint_interval must be > 0, got {checkpoint_interval}")
+        self.shard, self.shards = int(shard), int(shards)
+        if resume is not None:
+            snap, meta = ckpt.load_checkpoint(resume, self.shard)
+            if center is not None and np.shape(center) != snap["state"]["center"].shape:
+                raise ValueError(f"the center has shape {np.shape(center)} but checkpoint {ckpt.shard_path(resume, self.shard)} has {snap['state']['center'].shape}")
+            if "offset" in meta and (int(meta["offset"]) != int(offset) or int(meta.get("shards", 1)) != self.shards):
+                raise ValueError(
+                    f"checkpoint {ckpt.shard_path(resume, self.shard)} is shard {meta.get('shard')} of {meta.get('shards')} at offset "
+                    f"{meta.get('offset')}; this server is shard {self.shard} of {self.shards} at offset {offset}"
+                )
+            self.state = ParameterServerState.from_snapshot(self.strategy, snap, num_workers)
+            self.resumed_from = {"url": resume, "clock": snap["clock"], "round": snap["round"]}
+        else:
+            if center is None:
+                raise ValueError("give an initial center or a checkpoint to resume from")
+            self.state = ParameterServerState(self.strategy, np.asarray(center), num_workers)
+            self.resumed_from = None
+        self.size = self.state.size
+        self.offset = int(offset)
+        self.total_size = int(total_size) if total_size is not None else self.size
+        self.num_workers = int(num_workers)
+        self.codec = codecs.get_codec(codec).name if codec is not None else None
+        self._codecs = {name: cls() for name, cls in codecs.CODECS.items()}
+        self.max_frame = int(max_frame) if max_frame is not None else default_max_frame(self.size)
+        self.idle_timeout = idle_timeout
+        self.auth_timeout = auth_timeout
+        self.round_timeout = round_timeout
+        self.drain_timeout = drain_timeout
+        self.checkpoint_url = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval = checkpoint_interval
+        self._host, self._port, self._backlog = host, int(port), backlog
+        self.max_connections = int(max_connections)
+        self._listener: socket.socket | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._ckpt_thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._conns: set[_Conn] = set()
+        self._stopping = threading.Event()
+        self._stopped = False
+        self._ckpt_wake = threading.Event()
+        self._ckpt_lock = threading.Lock()
+        self._ckpt_commits = self.state.stats_.commits_applied
+        self._ckpt_clock: int | None = self.state.clock if resume else None
+        self._last_round_commit: dict[int, tuple[int, int, int]] = {}  # worker -> (attempt, seq, round)
+        self._counters: Counter = Counter()
+        self.address: tuple[str, int] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------
+    def start(self) -> tuple[str, int]:
+        """Bind, listen and serve in background threads. Returns ``(host, port)``."""
+        if self._listener is not None:
+            return self.address
+        listener = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self._host, self._port))
+        listener.listen(self._backlog)
+        self._listener = listener
+        self.address = listener.getsockname()[:2]
+        self._accept_thread = threading.Thread(target=self._accept_loop, name=f"ps-accept-{self.address[1]}", daemon=True)
+        self._accept_thread.start()
+        if self.checkpoint_url:
+            self._ckpt_thread = threading.Thread(target=self._checkpoint_loop, name="ps-checkpoint", daemon=True)
+            self._ckpt_thread.start()
+        log.info("parameter server shard %d/%d listening on %s:%d", self.shard, self.shards, *self.address)
+        return self.address
+
+    def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``drain_timeout``), close
+        every connection and write a final checkpoint if one is configured."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stopping.set()
+        if self._listener is not None:
+            _shutdown(self._listener)  # wakes the thread blocked in accept()
+            try:
+                self._listener.close()
+            except OSError:
+                pass
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout=5)
+        with self._lock:
+            conns = list(self._conns)
+            for c in conns:
+                if not c.busy:
+                    _shutdown(c.sock)
+        deadline = time.monotonic() + self.drain_timeout
+        for c in conns:
+            if c.thread is not None:
+                c.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            for c in list(self._conns):
+                _shutdown(c.sock)
+        for c in conns:
+            if c.thread is not None:
+                c.thread.join(timeout=2)
+        self._ckpt_wake.set()
+        if self._ckpt_thread is not None:
+            self._ckpt_thread.join(timeout=60)
+        if self.checkpoint_url:
+            self.write_checkpoint()
+
+    def __enter__(self) -> "ParameterServerService":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- introspection ----------------------------------------------------------
+    def center(self) -> np.ndarray:
+        """A copy of the current center (this shard's slice)."""
+        return self.state.snapshot()["state"]["center"]
+
+    def stats(self) -> dict[str, Any]:
+        s = self.state.stats()
+        with self._lock:
+            s["service"] = {
+                "address": f"{self.address[0]}:{self.address[1]}" if self.address else None,
+                "shard": self.shard,
+                "shards": self.shards,
+                "offset": self.offset,
+                "size": self.size,
+                "total_size": self.total_size,
+                "connections_open": len(self._conns),
+                "counters": dict(self._counters),
+                "checkpoint": self.checkpoint_url,
+                "checkpoint_clock": self._ckpt_clock,
+                "resumed_from": self.resumed_from,
+            }
+        return s
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._counters[key] += n
+
+    # -- checkpoints --------------------------------------------------------------
+    def write_checkpoint(self) -> str | None:
+        """Write a checkpoint now (if a URL is configured). Returns the file written."""
+        if not self.checkpoint_url:
+            return None
+        with self._ckpt_lock:
+            commits = self.state.stats_.commits_applied  # read first: never above the snapshot's
+            snap = self.state.snapshot()
+            info = {"offset": self.offset, "size": self.size, "total_size": self.total_size, "shards": self.shards, "commits_applied": commits}
+            path = ckpt.write_checkpoint(self.checkpoint_url, snap, info, self.shard)
+            self._ckpt_clock = snap["clock"]
+            self._ckpt_commits = commits
+            self._count("checkpoints")
+            return path
+
+    def _checkpoint_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._ckpt_wake.wait(self.checkpoint_interval)
+            self._ckpt_wake.clear()
+            if self._stopping.is_set():
+                return
+            due_count = self.checkpoint_every is not None and self.state.stats_.commits_applied - self._ckpt_commits >= self.checkpoint_every
+            due_time = self.checkpoint_interval is not None and self.state.clock != self._ckpt_clock
+            if due_count or due_time:
+                try:
+                    self.write_checkpoint()
+                except Exception as exc:  # keep serving; the next try may work
+                    self._count("checkpoint_errors")
+                    log.error("checkpoint failed: %s", exc)
+
+    def _after_commit(self) -> None:
+        if self.checkpoint_every is not None and self.state.stats_.commits_applied - self._ckpt_commits >= self.checkpoint_every:
+            self._ckpt_wake.set()
+
+    # -- connections --------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                sock, peer = self._listener.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                time.sleep(0.01)  # e.g. EMFILE: try again shortly
+                continue
+            conn = _Conn(sock, peer)
+            with self._lock:
+                if self._stopping.is_set():
+                    sock.close()
+                    return
+                if len(self._conns) >= self.max_connections:
+                    self._counters["connections_refused"] += 1
+                    sock.close()
+                    continue
+                self._conns.add(conn)
+                self._counters["connections"] += 1
+            conn.thread = threading.Thread(target=self._serve, args=(conn,), name=f"ps-conn-{peer[1]}", daemon=True)
+            conn.thread.start()
+
+    def _send(self, conn: _Conn, op: str, **fields: Any) -> int:
+        return send_parts(conn.sock, pack_parts(op, **fields))
+
+    def _error(self, conn: _Conn, code: str, message: str, reason: str = "") -> None:
+        self._count(f"error_{code}")
+        try:
+            self._send(conn, "error", code=code, message=message, reason=reason)
+        except OSError:
+            pass
+
+    def _serve(self, conn: _Conn) -> None:
+        sock = conn.sock
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            reader = FrameReader(sock, initial=AUTH_MAX_FRAME)
+            try:
+                self._handshake(conn, reader)
+            except _Refuse as r:
+                self._count("auth_failures" if r.code == E_AUTH else "refused_hellos")
+                self._error(conn, r.code, r.message, r.reason)
+                _linger(sock)
+                return
+            sock.settimeout(self.idle_timeout)
+            while True:
+                with self._lock:
+                    conn.busy = False
+                    if self._stopping.is_set():
+                        return
+                reader.wait_start()
+                with self._lock:
+                    conn.busy = True
+                try:
+                    body = reader.read(self.max_frame)
+                    nbytes = body.nbytes + wire.HEADER.size
+                    self._count("frames")
+                    if not self._dispatch(conn, body, nbytes):
+                        return
+                except _Refuse as r:
+                    self._error(conn, r.code, r.message, r.reason)
+                    if r.close:
+                        _linger(sock)
+                        return
+                except wire.WireError as exc:  # over-long frame: the stream cannot be resynchronized
+                    self._error(conn, E_BAD_REQUEST, str(exc))
+                    _linger(sock)
+                    return
+        except (Dropped, OSError) as exc:  # peer gone, idle timeout, shutdown
+            self._count("dropped" if not isinstance(exc, TimeoutError) else "idle_closed")
+        except Exception as exc:  # never let a connection take the server down
+            log.exception("unexpected error on connection from %s", conn.peer)
+            self._error(conn, E_INTERNAL, f"{type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _handshake(self, conn: _Conn, reader: FrameReader) -> None:
+        conn.sock.settimeout(self.auth_timeout)
+        challenge = wire.new_challenge()
+        self._send(conn, "challenge", challenge=challenge, server="distkeras-ps")
+        try:
+            msg = wire.decode(reader.read(AUTH_MAX_FRAME), AUTH_MAX_FRAME)
+        except wire.WireError as exc:
+            raise _Refuse(E_AUTH, f"authentication required: expected a hello frame ({exc})", close=True) from None
+        if msg["op"] != "hello":
+            raise _Refuse(E_AUTH, f"authentication required: expected 'hello', got {msg['op']!r}", close=True)
+        if not wire.verify_response(self.secret, challenge, msg.get("response")):
+            raise _Refuse(E_AUTH, "authentication failed: the HMAC response does not match this run's secret", close=True)
+        try:
+            worker = wire.require(msg, "worker", int, minimum=0)
+            attempt = wire.require(msg, "attempt", int, minimum=0)
+            client_challenge = wire.require(msg, "challenge", bytes)
+        except wire.WireError as exc:
+            raise _Refuse(E_BAD_REQUEST, str(exc), close=True) from None
+        if worker >= self.num_workers:
+            raise _Refuse(E_BAD_REQUEST, f"unknown worker id {worker}: this server has workers 0..{self.num_workers - 1}", close=True)
+        if len(client_challenge) < 16:
+            raise _Refuse(E_BAD_REQUEST, "the client challenge must be at least 16 bytes", close=True)
+        if self._stopping.is_set():
+            raise _Refuse(E_SHUTDOWN, "the parameter server is shutting down", close=True)
+        if not self.state.register(worker, attempt):
+            current = self.state.workers[worker].attempt
+            raise _Refuse(E_FENCED, f"worker {worker} attempt {attempt} is fenced off by attempt {current}", close=True)
+        conn.worker, conn.attempt = worker, attempt
+        self._send(
+            conn,
+            "ok",
+            proof=server_proof(self.secret, client_challenge),
+            size=self.size,
+            offset=self.offset,
+            total_size=self.total_size,
+            shard=self.shard,
+            shards=self.shards,
+            strategy=self.strategy.name,
+            synchronous=self.strategy.synchronous,
+            clock=self.state.clock,
+            round=self.state.round,
+            last_seq=self.state.workers[worker].last_seq,
+            max_frame=self.max_frame,
+            codec=self.codec,
+        )
+
+    # -- requests -------------------------------------------------------------------
+    def _dispatch(self, conn: _Conn, body: memoryview, nbytes: int) -> bool:
+        """Handle one request. Returns False when the connection should close."""
+        try:
+            msg = decode_frame(body, self.max_frame)  # large arrays are views into the receive buffer
+        except wire.WireError as exc:
+            raise _Refuse(E_BAD_REQUEST, str(exc)) from None
+        op = msg["op"]
+        if op == "commit":
+            self._commit(conn, msg, nbytes)
+        elif op == "pull":
+            self._check_fence(conn)
+            res = self.state.pull(conn.worker, conn.attempt, nbytes_in=nbytes, out=conn.out(self.size))
+            self._send(conn, "ok", clock=res.clock, round=res.round, center=res.center)
+        elif op == "stats":
+            self.state.record_bytes(nbytes_in=nbytes)
+            self._send(conn, "ok", stats=self.stats())
+        elif op == "bye":
+            self.state.leave(conn.worker)
+            self._send(conn, "ok")
+            return False
+        else:
+            raise _Refuse(E_BAD_REQUEST, f"op {op!r} is not a request; send pull, commit, stats or bye")
+        return True
+
+    def _check_fence(self, conn: _Conn) -> None:
+        current = self.state.workers[conn.worker].attempt
+        if current > conn.attempt:
+            raise _Refuse(E_FENCED, f"worker {conn.worker} attempt {conn.attempt} is fenced off by attempt {current}", close=True)
+
+    def _commit(self, conn: _Conn, msg: dict[str, Any], nbytes: int) -> None:
+        try:
+            seq = wire.require(msg, "seq", int, minimum=0)
+            samples = wire.require(msg, "samples", int, minimum=0)
+            update = wire.require(msg, "update", dict)
+            want_center = msg.get("pull", False)
+            if not isinstance(want_center, bool):
+                raise wire.WireError(f"field 'pull' of 'commit' must be bool, got {type(want_center).__name__}")
+        except wire.WireError as exc:
+            raise _Refuse(E_BAD_REQUEST, str(exc)) from None
+        name = update.get("codec")
+        if not isinstance(name, str) or name not in self._codecs:
+            raise _Refuse(E_BAD_REQUEST, f"unknown codec {name!r} in the update; known codecs: {', '.join(self._codecs)}")
+        if self.codec is not None and name != self.codec:
+            raise _Refuse(E_BAD_REQUEST, f"this server accepts updates encoded with {self.codec!r}, got {name!r}")
+        try:
+            vector = self._codecs[name].decode(update, self.size)
+        except codecs.CodecError as exc:
+            raise _Refuse(E_BAD_REQUEST, f"undecodable update: {exc}") from None
+        except (ValueError, TypeError, MemoryError, OverflowError) as exc:
+            raise _Refuse(E_BAD_REQUEST, f"undecodable {name} update: {type(exc).__name__}: {exc}") from None
+        if self.strategy.synchronous:  # buffered until the round closes: must outlive the receive buffer
+            vector = np.array(vector, dtype=np.float32, copy=True)
+        result = self.state.commit(conn.worker, conn.attempt, seq, vector, samples, nbytes_in=nbytes)
+        if not result.ok:
+            code = E_FENCED if result.reason == "fenced" else E_REJECTED
+            raise _Refuse(code, _rejection_message(result.reason, conn, seq, self.size), result.reason, close=code == E_FENCED)
+        if result.status != DUPLICATE:
+            self._after_commit()
+        wait_round = None
+        if self.strategy.synchronous:
+            if result.status in (APPLIED, PENDING):
+                with self._lock:
+                    self._last_round_commit[conn.worker] = (conn.attempt, seq, result.round)
+                if result.status == PENDING:
+                    wait_round = result.round
+            else:  # a resent commit: wait for the round it went into, if that is still open
+                with self._lock:
+                    last = self._last_round_commit.get(conn.worker)
+                if last is not None and last[:2] == (conn.attempt, seq) and self.state.round <= last[2]:
+                    wait_round = last[2]
+        fields: dict[str, Any] = {
+            "status": result.status,
+            "clock": result.clock,
+            "round": result.round,
+            "staleness": result.staleness,
+        }
+        if want_center:
+            if wait_round is not None:
+                self._wait_round(wait_round)
+                fields["status"] = APPLIED if result.status == PENDING else result.status
+            res = self.state.pull(conn.worker, conn.attempt, out=conn.out(self.size))
+            fields["clock"] = res.clock
+            fields["center"] = res.center
+        self._send(conn, "ok", **fields)
+
+    def _wait_round(self, round_: int) -> None:
+        deadline = None if self.round_timeout is None else time.monotonic() + self.round_timeout
+        while not self.state.wait_round(round_, 0.2):
+            if self._stopping.is_set():
+                raise _Refuse(E_SHUTDOWN, f"the parameter server is shutting down before round {round_} closed; reconnect and resend", close=True)
+            if deadline is not None and time.monotonic() > deadline:
+                waiting = [w for w, r in self.state.workers.items() if r.active]
+                raise _Refuse(E_TIMEOUT, f"round {round_} did not close within {self.round_timeout}s (active workers: {waiting})")
+
+
+def _rejection_message(reason: str, conn: _Conn, seq: int, size: int) -> str:
+    what = {
+        "non_finite": "the update contains NaN or Inf values",
+        "bad_layout": f"the update is not a float32 vector of length {size}",
+        "fenced": f"worker {conn.worker} attempt {conn.attempt} is fenced off by a newer attempt",
+        "not_registered": f"worker {conn.worker} attempt {conn.attempt} is not registered",
+        "round_closed": f"worker {conn.worker} already committed to this round",
+    }.get(reason, reason)
+    return f"commit {seq} of worker {conn.worker} rejected: {what}; the center is unchanged"
+
+
+def _linger(sock: socket.socket, timeout: float = 0.5, quiet: float = 0.02, limit: int = 1 << 20) -> None:
+    """Close after an error reply without a reset: stop sending, then read and discard what
+    the peer has already sent (until it is quiet for ``quiet`` s, at most ``timeout`` s and
+    ``limit`` bytes), so that closing with unread data does not send an RST that could
+    destroy the error reply before the peer reads it."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(quiet)
+        deadline = time.monotonic() + timeout
+        while limit > 0 and time.monotonic() < deadline:
+            chunk = sock.recv(min(limit, 65536))
+            if not chunk:
+                return
+            limit -= len(chunk)
+    except OSError:
+        pass
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

@@ -1,0 +1,127 @@
+"""``distkeras ps serve`` as a real process: address line, SIGTERM, SIGKILL and --resume."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+import numpy as np
+import pytest
+
+from distkeras.frontends import cli
+from distkeras.frontends.commands import ps as ps_command
+from distkeras.spark.checkpoint import load_checkpoint
+from distkeras.spark.ps import connect
+from tests.spark.ps_helpers import SECRET, start_cli, wait_for
+
+F32 = np.float32
+
+
+@pytest.fixture
+def secret_file(tmp_path):
+    path = tmp_path / "secret"
+    path.write_bytes(SECRET + b"\n")
+    return str(path)
+
+
+def test_ps_is_a_registered_command():
+    assert "distkeras.frontends.commands.ps" in cli.COMMAND_MODULES
+    parser = argparse.ArgumentParser()
+    ps_command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["ps", "serve", "--strategy", "adag", "--size", "5", "--secret-file", "f", "--param", "window=3", "--param", "x=none"])
+    assert args.func is ps_command._serve and args.param == [("window", 3), ("x", None)]
+
+
+def test_serve_prints_its_address_serves_and_stops_on_sigterm(secret_file, tmp_path):
+    url = str(tmp_path / "ckpt")
+    proc, addresses = start_cli("serve", "--strategy", "adag", "--param", "window=4", "--size", "100", "--workers", "2", "--secret-file", secret_file, "--checkpoint", url)
+    try:
+        host, port = addresses.split(":")
+        assert host == "127.0.0.1" and int(port) > 0
+        c = connect(addresses, SECRET, 1)
+        assert c.info["strategy"] == "adag"
+        for _ in range(3):
+            center, info = c.commit(np.ones(100, F32))
+        np.testing.assert_array_equal(center, np.full(100, 3, F32))
+        c.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+    snap, meta = load_checkpoint(url)  # the final checkpoint
+    assert meta["clock"] == 3 and meta["params"]["window"] == 4
+    np.testing.assert_array_equal(snap["state"]["center"], np.full(100, 3, F32))
+
+
+def test_sharded_serve_prints_every_address_and_stops_on_sigterm(secret_file):
+    proc, addresses = start_cli("serve", "--strategy", "downpour", "--size", "10", "--shards", "2", "--secret-file", secret_file)
+    try:
+        assert len(addresses.split(",")) == 2
+        c = connect(addresses, SECRET, 0)
+        center, _ = c.commit(np.arange(10, dtype=F32))
+        np.testing.assert_array_equal(center, np.arange(10, dtype=F32))
+        c.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        proc.kill()
+
+
+def test_killed_server_resumes_from_its_last_checkpoint(secret_file, tmp_path):
+    url = str(tmp_path / "ckpt")
+    common = ["--strategy", "downpour", "--size", "50", "--secret-file", secret_file, "--checkpoint", url, "--checkpoint-every", "5"]
+    proc, addresses = start_cli("serve", *common)
+    try:
+        c = connect(addresses, SECRET, 0)
+        for i in range(12):
+            c.commit(np.full(50, i + 1, F32), pull=False)
+        c.close()
+        wait_for(lambda: _clock(url) >= 10)  # at least two checkpoints have been written
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+    snap, meta = load_checkpoint(url)
+    clock = meta["clock"]
+    assert 10 <= clock <= 12
+    expected = np.full(50, sum(range(1, clock + 1)), F32)
+    np.testing.assert_array_equal(snap["state"]["center"], expected)
+
+    proc, addresses = start_cli("serve", "--resume", url, *common)
+    try:
+        c = connect(addresses, SECRET, 0)
+        center, server_clock = c.pull()
+        assert server_clock == clock
+        assert center.tobytes() == snap["state"]["center"].tobytes()
+        c.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+
+
+def _clock(url):
+    try:
+        return load_checkpoint(url)[1]["clock"]
+    except Exception:
+        return -1
+
+
+def test_bad_arguments_are_clear_errors(secret_file, tmp_path, capsys):
+    def run(*args):
+        try:
+            return ps_command.main(list(args)), capsys.readouterr().err
+        except SystemExit as exc:  # argparse and the secret reader exit with a message
+            return exc.code, str(exc.code) + capsys.readouterr().err
+
+    code, err = run("serve", "--strategy", "adag", "--secret-file", secret_file)
+    assert code == 2 and "--size" in err
+    code, err = run("serve", "--strategy", "nope", "--size", "3", "--secret-file", secret_file)
+    assert code == 2 and "unknown strategy 'nope'" in err
+    code, err = run("serve", "--strategy", "adag", "--size", "3", "--secret-file", str(tmp_path / "missing"))
+    assert code != 0 and "cannot read the secret file" in err
+    code, err = run("serve", "--strategy", "adag", "--resume", str(tmp_path / "none"), "--secret-file", secret_file)
+    assert code == 2 and "no checkpoint at" in err
+    (tmp_path / "short").write_bytes(b"abc")
+    code, err = run("serve", "--strategy", "adag", "--size", "3", "--secret-file", str(tmp_path / "short"))
+    assert code != 0 and "too short" in err
