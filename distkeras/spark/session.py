@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import warnings
 from typing import TYPE_CHECKING, Any, Mapping
 
 from distkeras.spark.errors import SparkUnavailableError
@@ -174,6 +175,9 @@ def default_conf(master: str, app_name: str = "distkeras", backend: str | None =
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.shuffle.partitions": str(max(4, 2 * threads) if threads else 32),
         "spark.log.level": "ERROR",
+        # A Python worker that crashes (a native library's segfault) reports a Python traceback.
+        "spark.python.worker.faulthandler.enabled": "true",
+        "spark.sql.execution.pyspark.udf.faulthandler.enabled": "true",
     }
     backend = backend or os.environ.get("KERAS_BACKEND")
     if backend:
@@ -204,6 +208,14 @@ def get_or_create_session(
     if active is not None:
         running = active.sparkContext.master
         if master is None or master == running:
+            wanted = backend
+            have = active.sparkContext.getConf().get("spark.executorEnv.KERAS_BACKEND")
+            if wanted and have and have != wanted:
+                warnings.warn(
+                    f"the running SparkSession gives executors KERAS_BACKEND={have!r}, not {wanted!r}; "
+                    "executor settings cannot change once Spark runs",
+                    stacklevel=2,
+                )
             return active
         raise ValueError(
             f"a SparkSession on master {running!r} already runs in this process and Spark allows one "

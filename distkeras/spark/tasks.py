@@ -27,7 +27,7 @@ import numpy as np
 
 from distkeras.spark.errors import NotEnoughSlotsError, WorkerError
 from distkeras.spark.feed import FeedSpec, collect_partition, partition_data, prepare
-from distkeras.spark.session import is_local_master, task_slots
+from distkeras.spark.session import task_slots
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -142,13 +142,24 @@ def _error_text(exc: BaseException) -> str:
     return "\n".join(parts)
 
 
+def _spark_summary(text: str, max_lines: int = 25) -> str:
+    """Spark's failure text without the Java stack frames."""
+    lines: list[str] = []
+    for ln in text.splitlines():
+        bare = ln.strip()
+        if bare and not bare.startswith(("at ", "...")) and ln not in lines:
+            lines.append(ln)
+    return "\n".join(lines[:max_lines])
+
+
 def check_slots(spark: "SparkSession", needed: int, strategy: str | None = None, wait_s: float = 10.0) -> int:
     """Raise :class:`NotEnoughSlotsError` unless ``needed`` tasks can run at once. On a cluster,
     waits up to ``wait_s`` for executors still registering. Returns the slots found."""
     slots = task_slots(spark)
     if slots >= needed:
         return slots
-    if not is_local_master(spark.sparkContext.master):
+    master = spark.sparkContext.master
+    if not (master == "local" or master.startswith("local[")):  # executors may still be registering
         deadline = time.monotonic() + wait_s
         while slots < needed and time.monotonic() < deadline:
             time.sleep(0.25)
@@ -209,6 +220,10 @@ def run_workers(
             raise err from exc
         if barrier and any(m in text for m in _SLOTS_MARKERS):
             raise NotEnoughSlotsError(num_workers, task_slots(spark), strategy, "Spark: BarrierJobSlotsNumberCheckFailed") from exc
+        if "Job aborted" in text or "Python worker exited unexpectedly" in text:
+            # A task died without a Python exception of its own (a crashed Python worker, a lost
+            # executor...): still a failed worker, with Spark's own account of it.
+            raise WorkerError(None, None, type(exc).__name__, _spark_summary(str(exc)), "") from exc
         raise
     rows = sorted(table.to_pylist(), key=lambda r: r["worker_id"])
     if [r["worker_id"] for r in rows] != list(range(num_workers)):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -109,3 +110,14 @@ def test_barrier_too_many_workers_fails_fast(data, monkeypatch):
         run_workers(data, summarize, 3, barrier=True, strategy="SyncAveraging")
     assert time.monotonic() - t0 < 30
     assert "BarrierJobSlotsNumberCheckFailed" in str(info.value)
+
+
+def _crash(worker_id, attempt, x, y):
+    if worker_id == 0:
+        os._exit(3)  # the Python worker dies: no Python exception reaches Spark
+    return {}
+
+
+def test_crashed_worker_fails_loudly(data):
+    with pytest.raises(WorkerError, match="exited unexpectedly|crashed"):
+        run_workers(data, _crash, 2)
