@@ -1,0 +1,267 @@
+"""Starting (or reusing) a SparkSession with settings that work for distkeras.
+
+``get_or_create_session()`` never stops or reconfigures a session the user already runs: with no
+``master`` given, an active session is used as is. A session we start gets:
+
+- ``PYSPARK_PYTHON`` / ``spark.pyspark.python`` = this interpreter, so executors import the same
+  packages (else they run the system Python and miss keras/distkeras);
+- ``spark.executorEnv.KERAS_BACKEND`` and ``spark.executorEnv.PYTHONPATH`` (made absolute: an
+  executor's working directory is not ours), because a standalone cluster does not pass the
+  driver's environment on;
+- barrier slot checks that fail in seconds instead of hanging for minutes;
+- Arrow on, UI and console progress bar off, few shuffle partitions, log level ERROR;
+- loopback addresses (``127.0.0.1``) when the master is local or on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import warnings
+from typing import TYPE_CHECKING, Any, Mapping
+
+from distkeras.spark.errors import SparkUnavailableError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import SparkSession
+
+MIN_JAVA = 17
+
+JAVA_INSTALL_HINT = (
+    "Install a Java runtime 17 or newer and put it on PATH or set JAVA_HOME, e.g.\n"
+    "  Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless\n"
+    "  Fedora/RHEL:   sudo dnf install java-17-openjdk-headless\n"
+    "  macOS:         brew install openjdk@17\n"
+    "  conda:         conda install -c conda-forge openjdk=17"
+)
+
+_java_ok: str | None = None  # the java binary that passed the check (cached on success only)
+_started: set[str] = set()  # applicationIds of sessions started by get_or_create_session
+
+
+def _java_binary() -> str | None:
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        cand = os.path.join(home, "bin", "java.exe" if os.name == "nt" else "java")
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    return shutil.which("java")
+
+
+def parse_java_version(text: str) -> int | None:
+    """Major version from ``java -version`` output: '17.0.15' -> 17, '1.8.0_392' -> 8."""
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', text)
+    if not m:
+        m = re.search(r"(?:openjdk|java)\s+(\d+)(?:\.(\d+))?", text, re.IGNORECASE)
+    if not m:
+        return None
+    major = int(m.group(1))
+    if major == 1 and m.group(2):
+        major = int(m.group(2))
+    return major
+
+
+def check_java(min_version: int = MIN_JAVA) -> str:
+    """Return the path of a usable ``java`` (version >= ``min_version``), or raise
+    :class:`SparkUnavailableError` saying what is missing and how to install it."""
+    global _java_ok
+    if _java_ok is not None:
+        return _java_ok
+    java = _java_binary()
+    if java is None:
+        raise SparkUnavailableError(
+            f"Spark needs Java {min_version}+, but no `java` was found (not on PATH, JAVA_HOME unset).\n"
+            + JAVA_INSTALL_HINT
+        )
+    try:
+        proc = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SparkUnavailableError(f"Spark needs Java {min_version}+, but `{java} -version` failed: {exc}\n" + JAVA_INSTALL_HINT) from exc
+    version = parse_java_version(proc.stderr + proc.stdout)
+    if version is None:
+        raise SparkUnavailableError(
+            f"Spark needs Java {min_version}+, but the version of {java} could not be read "
+            f"from: {(proc.stderr + proc.stdout).strip()[:200]!r}\n" + JAVA_INSTALL_HINT
+        )
+    if version < min_version:
+        raise SparkUnavailableError(
+            f"Spark needs Java {min_version}+, but {java} is Java {version}.\n" + JAVA_INSTALL_HINT
+        )
+    _java_ok = java
+    return java
+
+
+def _import_pyspark():
+    try:
+        import pyspark  # noqa: F401
+        from pyspark.sql import SparkSession
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise SparkUnavailableError("pyspark is not installed: pip install 'distkeras[spark]'") from exc
+    return SparkSession
+
+
+def active_session() -> "SparkSession | None":
+    """The SparkSession running in this process, if any (without starting one)."""
+    SparkSession = _import_pyspark()
+    from pyspark import SparkContext
+
+    spark = SparkSession.getActiveSession()
+    if spark is None and SparkContext._active_spark_context is not None:
+        spark = SparkSession._instantiatedSession
+    if spark is not None and spark.sparkContext._jsc is None:  # stopped
+        return None
+    return spark
+
+
+def is_local_master(master: str) -> bool:
+    return master == "local" or master.startswith("local[") or master.startswith("local-cluster[")
+
+
+def _is_loopback_master(master: str) -> bool:
+    return is_local_master(master) or bool(re.match(r"^spark://(127\.0\.0\.1|localhost)(:\d+)?(,|$)", master))
+
+
+def _local_threads(master: str) -> int | None:
+    """Task slots a local master string gives: local -> 1, local[4] / local[4,2] -> 4, local[*] -> cpus."""
+    if master == "local":
+        return 1
+    m = re.match(r"^local\[(\*|\d+)(?:,\s*\d+)?\]$", master)
+    if m:
+        return (os.cpu_count() or 1) if m.group(1) == "*" else int(m.group(1))
+    m = re.match(r"^local-cluster\[(\d+),\s*(\d+),\s*\d+\]$", master)
+    if m:
+        return int(m.group(1)) * int(m.group(2))
+    return None
+
+
+def _source_root() -> str | None:
+    """The folder holding the ``distkeras`` package when it is not installed in site-packages
+    (a source checkout); executors need it on their PYTHONPATH."""
+    import distkeras
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(distkeras.__file__)))
+    installed = {os.path.abspath(p) for p in (sysconfig.get_paths().get("purelib"), sysconfig.get_paths().get("platlib")) if p}
+    return None if root in installed else root
+
+
+def executor_pythonpath() -> str | None:
+    """PYTHONPATH for executors: the driver's entries made absolute, plus a source checkout."""
+    parts = [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    root = _source_root()
+    if root and root not in parts:
+        parts.append(root)
+    return os.pathsep.join(parts) if parts else None
+
+
+def default_conf(master: str, app_name: str = "distkeras", backend: str | None = None) -> dict[str, str]:
+    """The settings ``get_or_create_session`` starts a session with (user ``conf`` overrides)."""
+    python = os.environ.get("PYSPARK_PYTHON") or sys.executable
+    threads = _local_threads(master)
+    conf = {
+        "spark.app.name": app_name,
+        "spark.pyspark.python": python,
+        "spark.pyspark.driver.python": sys.executable,
+        "spark.executorEnv.PYSPARK_PYTHON": python,
+        # A barrier stage asking for more slots than exist hangs ~10 min by default.
+        "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": "1s",
+        "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": "3",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.shuffle.partitions": str(max(4, 2 * threads) if threads else 32),
+        "spark.log.level": "ERROR",
+        # A Python worker that crashes (a native library's segfault) reports a Python traceback.
+        "spark.python.worker.faulthandler.enabled": "true",
+        "spark.sql.execution.pyspark.udf.faulthandler.enabled": "true",
+    }
+    backend = backend or os.environ.get("KERAS_BACKEND")
+    if backend:
+        conf["spark.executorEnv.KERAS_BACKEND"] = backend
+    pythonpath = executor_pythonpath()
+    if pythonpath:
+        conf["spark.executorEnv.PYTHONPATH"] = pythonpath
+    if _is_loopback_master(master):
+        conf["spark.driver.host"] = "127.0.0.1"
+        conf["spark.driver.bindAddress"] = "127.0.0.1"
+    return conf
+
+
+def get_or_create_session(
+    master: str | None = None,
+    app_name: str = "distkeras",
+    conf: Mapping[str, Any] | None = None,
+    backend: str | None = None,
+) -> "SparkSession":
+    """Use the active SparkSession when ``master`` is None; else start one on ``master``
+    (default ``local[*]``) with :func:`default_conf` settings, ``conf`` on top.
+
+    Raises :class:`SparkUnavailableError` when Java 17+ is missing, and ``ValueError`` when
+    another master's session already runs in this process (one SparkContext per process).
+    """
+    SparkSession = _import_pyspark()
+    active = active_session()
+    if active is not None:
+        running = active.sparkContext.master
+        if master is None or master == running:
+            wanted = backend
+            have = active.sparkContext.getConf().get("spark.executorEnv.KERAS_BACKEND")
+            if wanted and have and have != wanted:
+                warnings.warn(
+                    f"the running SparkSession gives executors KERAS_BACKEND={have!r}, not {wanted!r}; "
+                    "executor settings cannot change once Spark runs",
+                    stacklevel=2,
+                )
+            return active
+        raise ValueError(
+            f"a SparkSession on master {running!r} already runs in this process and Spark allows one "
+            f"per process; stop it (spark.stop()) before asking for master {master!r}, or pass master=None to use it"
+        )
+    check_java()
+    master = master or "local[*]"
+    settings = default_conf(master, app_name, backend)
+    settings.update({k: str(v) for k, v in (conf or {}).items()})
+    # The driver-side Python reads PYSPARK_PYTHON from the environment only; the JVM inherits
+    # SPARK_LOCAL_IP from it. Respect values the user already set.
+    os.environ.setdefault("PYSPARK_PYTHON", settings["spark.pyspark.python"])
+    if _is_loopback_master(master):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder.master(master)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(settings.get("spark.log.level", "ERROR"))
+    _started.add(spark.sparkContext.applicationId)
+    return spark
+
+
+def started_here(spark: "SparkSession") -> bool:
+    """True when ``spark`` was started by :func:`get_or_create_session` (so distkeras may stop
+    it); a user's own session is never ours to stop."""
+    try:
+        return spark.sparkContext.applicationId in _started
+    except Exception:
+        return False
+
+
+def task_slots(spark: "SparkSession") -> int:
+    """Task slots the cluster has right now (tasks that can run at once, counting
+    ``spark.task.cpus``). On a cluster this grows as executors register; 0 before any has."""
+    sc = spark.sparkContext
+    try:
+        jsc = sc._jsc.sc()
+        profile = jsc.resourceProfileManager().defaultResourceProfile()
+        slots = int(jsc.maxNumConcurrentTasks(profile))
+        if slots > 0 or not is_local_master(sc.master):
+            return slots
+    except Exception:  # private JVM API; fall back to the master string / defaultParallelism
+        pass
+    threads = _local_threads(sc.master)
+    if threads is not None:
+        cpus = int(sc.getConf().get("spark.task.cpus", "1") or 1)
+        return max(1, threads // max(1, cpus))
+    return int(sc.defaultParallelism)

@@ -1,0 +1,231 @@
+"""Run one worker function per partition, as Spark tasks, and collect JSON summaries.
+
+``run_workers(df, worker_fn, num_workers)`` prepares the feed, gives each worker one balanced
+partition, and inside each task (``mapInArrow``, barrier mode on request) materialises the
+partition as NumPy ``(x, y)`` and calls ``worker_fn(worker_id, attempt, x, y)``. The summary the
+worker returns travels back as one Arrow row holding JSON (no pickle on our side).
+
+Failures are loud: a worker's exception fails the Spark job and reaches the driver as
+:class:`WorkerError` carrying the worker's own message and traceback. Spark retries a failed task
+up to ``spark.task.maxFailures`` times (master ``local[N,R]`` gives R attempts in local mode), with
+``attempt`` counting up. A barrier run is a barrier *result* stage, which Spark never retries: one
+failed worker fails the run. A barrier run needing more task slots than the cluster has raises
+:class:`NotEnoughSlotsError` before submitting, or within seconds from Spark's own check.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from distkeras.spark.errors import NotEnoughSlotsError, WorkerError
+from distkeras.spark.feed import FeedSpec, collect_partition, partition_data, prepare
+from distkeras.spark.session import task_slots
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+WorkerFn = Callable[[int, int, np.ndarray, "np.ndarray | None"], dict]
+
+RESULT_SCHEMA = "worker_id int, attempt int, task_attempt_id long, summary string"
+
+_ERROR_TAG = "distkeras-worker-error"
+_ERROR_RE = re.compile(r"<<" + _ERROR_TAG + r":([A-Za-z0-9+/=]+)>>")
+_SLOTS_MARKERS = ("BarrierJobSlotsNumberCheckFailed", "SPARK-24819")
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """The Spark task a worker function runs in (see :func:`current_task`)."""
+
+    worker_id: int  # = partition id
+    attempt: int  # TaskContext.attemptNumber(): 0, then 1, 2 ... on retries of this task
+    task_attempt_id: int  # unique in the SparkContext, grows with every attempt
+    stage_id: int
+    barrier: bool
+    context: Any  # the TaskContext, or BarrierTaskContext (barrier(), allGather()) in barrier mode
+
+
+_current: TaskInfo | None = None
+
+
+def current_task() -> TaskInfo | None:
+    """Inside a worker function: the task it runs in; None outside :func:`run_workers` tasks.
+    Barrier workers reach ``BarrierTaskContext.allGather`` through ``current_task().context``."""
+    return _current
+
+
+class _WorkerFailure(RuntimeError):
+    """Raised inside a task; its message carries the worker's error, encoded so the driver can
+    rebuild it whatever Spark wraps around it."""
+
+
+def _encode_failure(worker_id: int, attempt: int, exc: BaseException) -> str:
+    tb = traceback.format_exc()
+    payload = {"worker_id": worker_id, "attempt": attempt, "type": type(exc).__qualname__, "message": str(exc), "traceback": tb}
+    code = base64.b64encode(json.dumps(payload).encode()).decode()
+    return f"distkeras worker {worker_id} (attempt {attempt}) failed: {type(exc).__qualname__}: {exc}\n{tb}<<{_ERROR_TAG}:{code}>>"
+
+
+def _decode_failure(text: str) -> WorkerError | None:
+    codes = _ERROR_RE.findall(text)
+    if not codes:
+        return None
+    try:
+        p = json.loads(base64.b64decode(codes[-1]))  # the most recent attempt Spark reports
+    except ValueError:
+        return None
+    return WorkerError(p.get("worker_id"), p.get("attempt"), p.get("type", "Exception"), p.get("message", ""), p.get("traceback", ""))
+
+
+class _WorkerTask:
+    """The function ``mapInArrow`` runs per partition (a class so it pickles by reference)."""
+
+    def __init__(self, worker_fn: WorkerFn, spec: FeedSpec, barrier: bool):
+        self.worker_fn = worker_fn
+        self.spec = spec
+        self.barrier = barrier
+
+    def __call__(self, batches):
+        global _current
+        import pyarrow as pa
+        from pyspark import BarrierTaskContext, TaskContext
+
+        ctx = BarrierTaskContext.get() if self.barrier else TaskContext.get()
+        worker_id, attempt = ctx.partitionId(), ctx.attemptNumber()
+        _current = TaskInfo(worker_id, attempt, ctx.taskAttemptId(), ctx.stageId(), self.barrier, ctx)
+        try:
+            x, y = collect_partition(batches, self.spec)
+            summary = self.worker_fn(worker_id, attempt, x, y)
+            if not isinstance(summary, dict):
+                raise TypeError(f"worker_fn must return a dict (a JSON-serializable summary), got {type(summary).__name__}")
+            try:
+                text = json.dumps(summary)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"worker_fn's summary is not JSON-serializable: {exc}") from exc
+        except Exception as exc:
+            raise _WorkerFailure(_encode_failure(worker_id, attempt, exc)) from None
+        finally:
+            _current = None
+        yield pa.RecordBatch.from_arrays(
+            [
+                pa.array([worker_id], pa.int32()),
+                pa.array([attempt], pa.int32()),
+                pa.array([ctx.taskAttemptId()], pa.int64()),
+                pa.array([text], pa.string()),
+            ],
+            names=["worker_id", "attempt", "task_attempt_id", "summary"],
+        )
+
+
+def _error_text(exc: BaseException) -> str:
+    """Everything Spark says about a failure: the Python-side message and, for Py4JJavaError, the
+    Java exception with its causes."""
+    parts = [str(exc)]
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        try:
+            parts.append(str(java.toString()))
+            cause = java.getCause()
+            while cause is not None:
+                parts.append(str(cause.toString()))
+                cause = cause.getCause()
+        except Exception:
+            pass
+    return "\n".join(parts)
+
+
+def _spark_summary(text: str, max_lines: int = 25) -> str:
+    """Spark's failure text without the Java stack frames."""
+    lines: list[str] = []
+    for ln in text.splitlines():
+        bare = ln.strip()
+        if bare and not bare.startswith(("at ", "...")) and ln not in lines:
+            lines.append(ln)
+    return "\n".join(lines[:max_lines])
+
+
+def check_slots(spark: "SparkSession", needed: int, strategy: str | None = None, wait_s: float = 10.0) -> int:
+    """Raise :class:`NotEnoughSlotsError` unless ``needed`` tasks can run at once. On a cluster,
+    waits up to ``wait_s`` for executors still registering. Returns the slots found."""
+    slots = task_slots(spark)
+    if slots >= needed:
+        return slots
+    master = spark.sparkContext.master
+    if not (master == "local" or master.startswith("local[")):  # executors may still be registering
+        deadline = time.monotonic() + wait_s
+        while slots < needed and time.monotonic() < deadline:
+            time.sleep(0.25)
+            slots = task_slots(spark)
+        if slots >= needed:
+            return slots
+    raise NotEnoughSlotsError(needed, slots, strategy)
+
+
+def run_workers(
+    df: "DataFrame",
+    worker_fn: WorkerFn,
+    num_workers: int,
+    *,
+    barrier: bool = False,
+    spark: "SparkSession | None" = None,
+    spec: FeedSpec | None = None,
+    features_col: str = "features",
+    label_col: str | None = "label",
+    input_shape=None,
+    num_classes: int | None = None,
+    repartition: bool = True,
+    strategy: str | None = None,
+    slot_wait_s: float = 10.0,
+) -> list[dict]:
+    """Run ``worker_fn(worker_id, attempt, x, y) -> dict`` once per partition, ``num_workers``
+    partitions, and return the summaries in worker order (``summaries[i]`` from worker ``i``).
+
+    ``df`` is prepared with :func:`~distkeras.spark.feed.prepare` unless ``spec`` is given (then
+    ``df`` must already be prepared). ``repartition=False`` uses ``df``'s partitions as they are
+    (they must number ``num_workers``), e.g. a cached, already partitioned DataFrame.
+    ``barrier=True`` runs all workers at once (``BarrierTaskContext`` via :func:`current_task`).
+
+    Raises :class:`WorkerError` when a worker fails (after Spark's retries),
+    :class:`NotEnoughSlotsError` when a barrier run cannot get ``num_workers`` slots at once.
+    """
+    num_workers = int(num_workers)
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    spark = spark or df.sparkSession
+    if spec is None:
+        df, spec = prepare(df, features_col, label_col, input_shape, num_classes)
+    if barrier:
+        check_slots(spark, num_workers, strategy, slot_wait_s)
+    if repartition:
+        df = partition_data(df, num_workers)
+    else:
+        have = df._jdf.rdd().getNumPartitions()
+        if have != num_workers:
+            raise ValueError(f"repartition=False, but the DataFrame has {have} partitions for {num_workers} workers")
+    out = df.mapInArrow(_WorkerTask(worker_fn, spec, barrier), RESULT_SCHEMA, barrier=barrier)
+    try:
+        table = out.toArrow()
+    except Exception as exc:
+        text = _error_text(exc)
+        err = _decode_failure(text)
+        if err is not None:
+            raise err from exc
+        if barrier and any(m in text for m in _SLOTS_MARKERS):
+            raise NotEnoughSlotsError(num_workers, task_slots(spark), strategy, "Spark: BarrierJobSlotsNumberCheckFailed") from exc
+        if "Job aborted" in text or "Python worker exited unexpectedly" in text:
+            # A task died without a Python exception of its own (a crashed Python worker, a lost
+            # executor...): still a failed worker, with Spark's own account of it.
+            raise WorkerError(None, None, type(exc).__name__, _spark_summary(str(exc)), "") from exc
+        raise
+    rows = sorted(table.to_pylist(), key=lambda r: r["worker_id"])
+    if [r["worker_id"] for r in rows] != list(range(num_workers)):
+        raise RuntimeError(f"expected one summary from each of {num_workers} workers, got workers {[r['worker_id'] for r in rows]}")
+    return [json.loads(r["summary"]) for r in rows]

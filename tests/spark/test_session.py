@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from distkeras.spark import session as S
+from distkeras.spark.errors import SparkUnavailableError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "text, major",
+    [
+        ('openjdk version "17.0.15" 2025-04-15', 17),
+        ('java version "1.8.0_392"', 8),
+        ('openjdk version "21" 2023-09-19', 21),
+        ("openjdk 11.0.2 2019-01-15", 11),
+        ("garbage", None),
+    ],
+)
+def test_parse_java_version(text, major):
+    assert S.parse_java_version(text) == major
+
+
+@pytest.fixture
+def no_java_cache(monkeypatch):
+    monkeypatch.setattr(S, "_java_ok", None)
+
+
+def test_check_java_missing(monkeypatch, tmp_path, no_java_cache):
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SparkUnavailableError, match=r"Java 17\+.*no `java` was found") as info:
+        S.check_java()
+    assert "apt-get install openjdk-17" in str(info.value)
+
+
+def test_check_java_too_old(monkeypatch, tmp_path, no_java_cache):
+    fake = tmp_path / "bin" / "java"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho \'java version "1.8.0_392"\' >&2\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path))
+    with pytest.raises(SparkUnavailableError, match=r"needs Java 17\+, but .* is Java 8"):
+        S.check_java()
+
+
+def test_local_threads():
+    assert S._local_threads("local") == 1
+    assert S._local_threads("local[3]") == 3
+    assert S._local_threads("local[2,4]") == 2
+    assert S._local_threads("local[*]") == (os.cpu_count() or 1)
+    assert S._local_threads("local-cluster[2,3,1024]") == 6
+    assert S._local_threads("spark://127.0.0.1:7077") is None
+
+
+def test_default_conf(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", "relative/dir")
+    monkeypatch.delenv("PYSPARK_PYTHON", raising=False)
+    conf = S.default_conf("local[2]", backend="jax")
+    assert conf["spark.pyspark.python"] == sys.executable
+    assert conf["spark.executorEnv.KERAS_BACKEND"] == "jax"
+    # Executors run elsewhere (another working directory): their PYTHONPATH must be absolute.
+    entries = conf["spark.executorEnv.PYTHONPATH"].split(os.pathsep)
+    assert os.path.abspath("relative/dir") in entries and all(os.path.isabs(e) for e in entries)
+    assert conf["spark.scheduler.barrier.maxConcurrentTasksCheck.interval"] == "1s"
+    assert conf["spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures"] == "3"
+    assert conf["spark.sql.execution.arrow.pyspark.enabled"] == "true"
+    assert conf["spark.ui.enabled"] == "false"
+    assert conf["spark.driver.host"] == "127.0.0.1"
+    assert "spark.driver.host" not in S.default_conf("yarn")
+
+
+def test_session_reused_and_configured(spark):
+    # No master: the running session is used as is, never replaced.
+    assert S.get_or_create_session() is spark
+    assert S.get_or_create_session("local[2,2]") is spark
+    assert S.started_here(spark)
+    conf = spark.sparkContext.getConf()
+    assert conf.get("spark.scheduler.barrier.maxConcurrentTasksCheck.interval") == "1s"
+    assert conf.get("spark.pyspark.python") == sys.executable
+    assert spark.conf.get("spark.sql.execution.arrow.pyspark.enabled") == "true"
+    assert S.task_slots(spark) == 2
+    with pytest.raises(ValueError, match="already runs in this process"):
+        S.get_or_create_session("local[1]")
