@@ -251,6 +251,7 @@ class PSClient:
         reply = self._call(pack_parts("commit", seq=seq, samples=int(samples), pull=bool(pull), update=encoded))
         info = {k: reply.get(k) for k in ("status", "clock", "round", "staleness")}
         info["seq"] = seq
+        info["bytes_sent"] = codecs.encoded_nbytes(encoded)
         return (_center(reply, self.size, out) if pull else None), info
 
     def stats(self) -> dict[str, Any]:
@@ -374,6 +375,7 @@ class ShardedPSClient:
             "round": max(i["round"] for i in infos),
             "staleness": max(i["staleness"] for i in infos),
             "seq": infos[0]["seq"],
+            "bytes_sent": sum(i["bytes_sent"] for i in infos),
             "shards": infos,
         }
         return (out if pull else None), info
