@@ -12,6 +12,7 @@ import sys
 from distkeras import __version__
 
 COMMAND_MODULES = [
+    "distkeras.frontends.commands.train",
     "distkeras.frontends.commands.simulate",
     "distkeras.frontends.commands.punchcard",
     "distkeras.frontends.commands.ps",

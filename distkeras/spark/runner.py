@@ -102,7 +102,15 @@ class _Monitor:
             try:
                 from tqdm import tqdm
 
-                bar = tqdm(total=self.total, unit="sample", desc=self.label, file=sys.stderr, dynamic_ncols=True)
+                interactive = sys.stderr.isatty()
+                bar = tqdm(
+                    total=self.total,
+                    unit="sample",
+                    desc=self.label,
+                    file=sys.stderr,
+                    dynamic_ncols=interactive,
+                    mininterval=0.5 if interactive else 10.0,  # a log file gets a line every 10 s
+                )
             except ImportError:
                 bar = None
         last, next_epoch = 0, 1
