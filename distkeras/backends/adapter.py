@@ -11,8 +11,9 @@ Two training paths, with the same results:
 * the **generic** path: ``model.train_on_batch`` once per batch (Keras 3 public API;
   the reference);
 * a **fast** path per backend, when the window's batches are plain arrays of one shape:
-  on JAX the whole window is one compiled call (``jax.lax.scan`` over
-  ``model.train_step``), on TensorFlow one ``tf.function`` loops over the window. Before
+  on JAX the model's jitted stateless ``train_step`` runs batch after batch with the
+  state carried through the window and written back to the variables once; on
+  TensorFlow one ``tf.function`` loops over the window (``tf.while_loop``). Before
   the first fast window, the optimizer and metric state are built symbolically (as
   ``fit`` does); windows of other kinds of batches (dicts, ragged) take the generic path.
 

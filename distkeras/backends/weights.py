@@ -59,11 +59,16 @@ class _Slots:
 
 
 class _PrivateBuffers:
-    """Aligned buffers for ``set``; a buffer is reused only when nothing else references it."""
+    """Aligned buffers for ``set``; a buffer is reused only when nothing else references it.
 
-    def __init__(self, slots: _Slots, keep: int = 2):
+    Reuse saves the page faults of fresh memory (about as costly as the copy itself).
+    One buffer is the variables' storage and JAX releases the one before it a step
+    late, hence three; models over ``max_pool_bytes`` get a fresh buffer every time.
+    """
+
+    def __init__(self, slots: _Slots, keep: int = 3, max_pool_bytes: int = 256 << 20):
         self.slots = slots
-        self.keep = keep
+        self.keep = keep if slots.padded * FLAT_DTYPE.itemsize <= max_pool_bytes else 0
         self.pool: list[np.ndarray] = []
 
     def _free_buffer(self) -> np.ndarray:
@@ -73,9 +78,10 @@ class _PrivateBuffers:
             if sys.getrefcount(raw) <= 3:
                 return raw
         raw = np.empty(self.slots.padded + _STEP, dtype=FLAT_DTYPE)
-        self.pool.append(raw)
-        if len(self.pool) > self.keep:
-            self.pool.pop(0)
+        if self.keep:
+            self.pool.append(raw)
+            if len(self.pool) > self.keep:
+                self.pool.pop(0)
         return raw
 
     def copy_in(self, vector: np.ndarray) -> list[np.ndarray]:

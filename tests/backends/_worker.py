@@ -128,7 +128,7 @@ def task_flat_roundtrip(keras, backend, workdir):
         assert np.array_equal(adapter.get_flat(), r_copy)
         # Sets and training interleaved (buffers reused by the fast path must never leak
         # into the model): each set is seen exactly, and training starts from it.
-        for i in range(3):
+        for i in range(5):
             adapter.set_flat(r_copy if i % 2 else before)
             assert np.array_equal(adapter.get_flat(), r_copy if i % 2 else before)
             adapter.train_window(xb[W : 2 * W], yb[W : 2 * W])
