@@ -25,6 +25,7 @@ class JaxWindowRunner:
 
         self.model = model
         self._step = jax.jit(model.train_step, donate_argnums=0)
+        self._put = jax.device_put
 
     def _groups(self):
         model = self.model
@@ -40,8 +41,10 @@ class JaxWindowRunner:
         groups = self._groups()
         state = tuple([v.value for v in group] for group in groups)
         logs = None
-        for x, y in zip(xs, ys):
-            logs, state = self._step(state, (x, y))
+        # One transfer for the window's batches, then the steps dispatch asynchronously.
+        batches = self._put([(x, y) for x, y in zip(xs, ys)])
+        for batch in batches:
+            logs, state = self._step(state, batch)
         for group, values in zip(groups, state):
             for variable, value in zip(group, values):
                 variable.assign(value)
