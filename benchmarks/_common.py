@@ -32,15 +32,16 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     return versions
 
 
-def result(name: str, unit: str, ours: float, baseline: float, baseline_name: str, target: float, higher_is_better: bool, ratio: float | None = None) -> dict[str, Any]:
+def result(name: str, unit: str, ours: float, baseline: float, baseline_name: str, target: float | None, higher_is_better: bool, ratio: float | None = None) -> dict[str, Any]:
     """One row. ``ratio`` defaults to ours/baseline when higher is better, baseline/ours otherwise
-    (so a ratio above 1 always means we win), unless given explicitly."""
+    (so a ratio above 1 always means we win), unless given explicitly. ``target`` is a lower
+    bound on that ratio; None marks an informational row (``meets_target`` None)."""
     if ratio is None:
         if higher_is_better:
             ratio = ours / baseline if baseline else float("inf")
         else:
             ratio = baseline / ours if ours else float("inf")
-    meets = ratio >= target
+    meets = None if target is None else bool(ratio >= target)
     return {
         "name": name,
         "unit": unit,
@@ -50,7 +51,7 @@ def result(name: str, unit: str, ours: float, baseline: float, baseline_name: st
         "ratio": ratio,
         "target": target,
         "higher_is_better": higher_is_better,
-        "meets_target": bool(meets),
+        "meets_target": meets,
     }
 
 
@@ -80,7 +81,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
     for r in results:
         print(
             f"{r['name']:<44} {r['unit']:<10} {r['ours']:>12.4g} {r['baseline']:>12.4g} "
-            f"{r['ratio']:>7.3f} {r['target']:>7.3g}  {'yes' if r['meets_target'] else 'NO'}"
+            f"{r['ratio']:>7.3f} {'-' if r['target'] is None else format(r['target'], '7.3g'):>7}  "
+            f"{'-' if r['meets_target'] is None else ('yes' if r['meets_target'] else 'NO')}"
         )
 
 

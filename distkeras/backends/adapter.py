@@ -11,8 +11,9 @@ Two training paths, with the same results:
 * the **generic** path: ``model.train_on_batch`` once per batch (Keras 3 public API;
   the reference);
 * a **fast** path per backend, when the window's batches are plain arrays of one shape:
-  on JAX the whole window is one compiled call (``jax.lax.scan`` over
-  ``model.train_step``), on TensorFlow one ``tf.function`` loops over the window. Before
+  on JAX the model's jitted stateless ``train_step`` runs batch after batch with the
+  state carried through the window and written back to the variables once; on
+  TensorFlow one ``tf.function`` loops over the window (``tf.while_loop``). Before
   the first fast window, the optimizer and metric state are built symbolically (as
   ``fit`` does); windows of other kinds of batches (dicts, ragged) take the generic path.
 
@@ -65,7 +66,7 @@ class KerasAdapter:
         self.layout: Layout = model_layout(model)
         self._io = make_weight_io(self._weights, self.layout, self.backend, fast=fast is not False)
         self._window_runner = None
-        self._built = False  # True once a window has run, so optimizer and metrics exist
+        self._built = False  # True once the optimizer and metric variables exist
         self.fast_path: str | None = None
         if fast is not False and not model.run_eagerly:
             self._window_runner = _make_window_runner(model, self.backend)
@@ -114,8 +115,10 @@ class KerasAdapter:
 
         ``x_batches``/``y_batches`` are sequences of batches of equal length (or arrays of
         shape ``(n_batches, batch_size, ...)`` as made by ``make_batches``). Returns the
-        model's metrics (``loss`` and the compiled metrics) as floats, averaged over the
-        window's samples.
+        model's metrics (``loss`` and the compiled metrics) as floats over the window's
+        samples: on the fast paths Keras accumulates them over the window (as ``fit`` does
+        over an epoch); the generic path averages the per-batch values weighted by batch
+        size, which is the same for mean metrics such as loss and accuracy.
         """
         n_x, n_y = len(x_batches), len(y_batches)
         if n_x != n_y:
@@ -189,7 +192,7 @@ def _batch_size(x) -> int:
 
 
 def _make_window_runner(model, backend: str):
-    if backend == "jax":
+    if backend == "jax" and model.jit_compile:
         from distkeras.backends.fast_jax import JaxWindowRunner
 
         return JaxWindowRunner(model)

@@ -151,7 +151,9 @@ def model_layout(model) -> Layout:
 
 def _model_weights_vector(model) -> tuple[Layout, np.ndarray]:
     layout = model_layout(model)
-    return layout, layout.flatten([np.asarray(v.numpy()) for v in model.weights])
+    from distkeras.backends.weights import variable_to_numpy
+
+    return layout, layout.flatten([variable_to_numpy(v) for v in model.weights])
 
 
 def check_built(model) -> None:

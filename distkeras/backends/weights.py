@@ -4,46 +4,99 @@ Every implementation has the same semantics: ``get(out)`` returns a new (or fill
 ``out``) writable float32 vector of the layout; ``set(vector)`` copies the vector into
 the model's variables, so that changing the vector afterwards never changes the model.
 
-The generic implementation uses ``variable.numpy()`` / ``variable.assign``. The JAX and
-TensorFlow ones avoid the extra copies and per-variable overhead of that path:
+The generic implementation uses the Keras public API (``convert_to_numpy`` /
+``variable.assign``). The JAX and TensorFlow ones do one copy each way:
 
-* the vector is copied once into a private, 64-byte-aligned buffer (each weight at an
-  aligned offset) which the backend then uses as the variables' storage without a
-  further copy (``jax.device_put(..., may_alias=True)``; DLPack plus one ``tf.function``
-  on TensorFlow). The buffer is private to the adapter and never written by it again,
-  so aliasing it is safe;
-* reading takes zero-copy views of the variables (JAX) or one concatenation
-  (TensorFlow), then one copy into the output vector.
+* ``set`` copies the vector once into a private, 64-byte-aligned buffer (each weight at
+  an aligned offset) which the backend may use as the variables' storage without a
+  further copy (``jax.device_put(..., may_alias=True)``; a DLPack import on
+  TensorFlow). Nothing else ever writes that buffer while a variable may use it: it is
+  only reused for a later ``set`` once NumPy's reference count shows that no array of
+  the backend holds it any more;
+* ``get`` takes zero-copy views of the variables' buffers and copies them into the
+  output vector.
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
 from distkeras.core.flat import FLAT_DTYPE, Layout
 
 _ALIGN = 64  # bytes; what XLA and Eigen want for zero-copy buffers
+_STEP = _ALIGN // FLAT_DTYPE.itemsize
 
 
-def _aligned_slots(layout: Layout) -> tuple[np.ndarray, np.ndarray, int]:
-    """Start and end offsets (in float32 elements) of each entry in a padded, aligned buffer."""
-    step = _ALIGN // FLAT_DTYPE.itemsize
-    starts, ends, pos = [], [], 0
-    for entry in layout.entries:
-        starts.append(pos)
-        ends.append(pos + entry.size)
-        pos += -(-entry.size // step) * step if entry.size else 0
-    return np.asarray(starts), np.asarray(ends), max(pos, 1)
+def variable_to_numpy(variable) -> np.ndarray:
+    """A variable's value as a NumPy array (``keras.ops.convert_to_numpy``; ``variable.numpy()``
+    warns under NumPy 2 in Keras 3.15)."""
+    import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(variable.value))
 
 
-def _aligned_empty(size: int) -> np.ndarray:
-    raw = np.empty(size + _ALIGN // FLAT_DTYPE.itemsize, dtype=FLAT_DTYPE)
-    skip = (-raw.ctypes.data % _ALIGN) // FLAT_DTYPE.itemsize
-    return raw[skip : skip + size]
+class _Slots:
+    """Plain-int offsets of a layout, in the flat vector and in an aligned, padded buffer."""
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self.size = layout.size
+        self.items = []  # (offset, size, shape, aligned_start)
+        pos = 0
+        for entry in layout.entries:
+            size = entry.size
+            self.items.append((entry.offset, size, entry.shape, pos))
+            pos += -(-size // _STEP) * _STEP
+        self.padded = max(pos, 1)
+        self.all_f32 = all(e.dtype == "float32" for e in layout.entries)
+
+    def new_out(self, out):
+        if out is None:
+            return np.empty(self.size, dtype=FLAT_DTYPE)
+        return self.layout.check_vector(out)
+
+
+class _PrivateBuffers:
+    """Aligned buffers for ``set``; a buffer is reused only when nothing else references it.
+
+    Reuse saves the page faults of fresh memory (about as costly as the copy itself).
+    One buffer is the variables' storage and JAX releases the one before it a step
+    late, hence three; models over ``max_pool_bytes`` get a fresh buffer every time.
+    """
+
+    def __init__(self, slots: _Slots, keep: int = 3, max_pool_bytes: int = 256 << 20):
+        self.slots = slots
+        self.keep = keep if slots.padded * FLAT_DTYPE.itemsize <= max_pool_bytes else 0
+        self.pool: list[np.ndarray] = []
+
+    def _free_buffer(self) -> np.ndarray:
+        for raw in self.pool:
+            # Referenced by the pool list, the loop variable and getrefcount's argument
+            # only: no view of it (hence no backend array aliasing it) is alive.
+            if sys.getrefcount(raw) <= 3:
+                return raw
+        raw = np.empty(self.slots.padded + _STEP, dtype=FLAT_DTYPE)
+        if self.keep:
+            self.pool.append(raw)
+            if len(self.pool) > self.keep:
+                self.pool.pop(0)
+        return raw
+
+    def copy_in(self, vector: np.ndarray) -> list[np.ndarray]:
+        raw = self._free_buffer()
+        skip = (-raw.ctypes.data % _ALIGN) // FLAT_DTYPE.itemsize
+        views = []
+        for offset, size, shape, start in self.slots.items:
+            dst = raw[skip + start : skip + start + size]
+            np.copyto(dst, vector[offset : offset + size])
+            views.append(dst.reshape(shape))
+        return views
 
 
 class GenericWeightIO:
-    """Keras public API only: ``variable.numpy()`` and ``variable.assign``."""
+    """Keras public API only: ``keras.ops.convert_to_numpy`` and ``variable.assign``."""
 
     name = "generic"
 
@@ -52,102 +105,88 @@ class GenericWeightIO:
         self.layout = layout
 
     def get(self, out: np.ndarray | None = None) -> np.ndarray:
-        return self.layout.flatten([np.asarray(v.numpy()) for v in self.variables], out=out)
+        return self.layout.flatten([variable_to_numpy(v) for v in self.variables], out=out)
 
     def set(self, vector: np.ndarray) -> None:
         for variable, view, entry in zip(self.variables, self.layout.unflatten(vector), self.layout.entries):
             variable.assign(np.array(view, dtype=entry.dtype, copy=True))
 
 
-class _AlignedCopyMixin:
-    layout: Layout
+class _FastIO:
+    def __init__(self, variables, layout: Layout):
+        self.variables = list(variables)
+        self.layout = layout
+        self.slots = _Slots(layout)
+        self.buffers = _PrivateBuffers(self.slots)
+        self._generic = GenericWeightIO(variables, layout)
 
-    def _init_slots(self):
-        self._starts, self._ends, self._padded = _aligned_slots(self.layout)
-        self._all_f32 = all(e.dtype == "float32" for e in self.layout.entries)
+    def _arrays(self):  # zero-copy NumPy views of the variables' current values
+        raise NotImplementedError
 
-    def _private_copy(self, vector: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        own = _aligned_empty(self._padded)
-        views = []
-        for entry, start, end in zip(self.layout.entries, self._starts, self._ends):
-            dst = own[start:end]
-            np.copyto(dst, vector[entry.offset : entry.offset + entry.size])
-            views.append(dst.reshape(entry.shape))
-        return own, views
+    def get(self, out: np.ndarray | None = None) -> np.ndarray:
+        out = self.slots.new_out(out)
+        for (offset, size, _, _), array in zip(self.slots.items, self._arrays()):
+            out[offset : offset + size] = array.reshape(-1)
+        return out
 
 
-class JaxWeightIO(_AlignedCopyMixin):
+class JaxWeightIO(_FastIO):
     """Zero-copy reads of the variables' buffers; one copy in, then aliased ``device_put``."""
 
     name = "jax"
 
     def __init__(self, variables, layout: Layout):
+        super().__init__(variables, layout)
         import jax
 
         self._jax = jax
-        self.variables = list(variables)
-        self.layout = layout
-        self._init_slots()
         try:  # may_alias is recent; older JAX copies, which is correct too
             jax.device_put(np.zeros(1, FLAT_DTYPE), may_alias=True)
             self._put_kwargs = {"may_alias": True}
         except TypeError:  # pragma: no cover - older jax
             self._put_kwargs = {}
 
-    def get(self, out: np.ndarray | None = None) -> np.ndarray:
-        return self.layout.flatten([np.asarray(v.value) for v in self.variables], out=out)
+    def _arrays(self):
+        return [np.asarray(v.value) for v in self.variables]
 
     def set(self, vector: np.ndarray) -> None:
-        if not self._all_f32:
-            return GenericWeightIO(self.variables, self.layout).set(vector)
-        _, views = self._private_copy(vector)
-        arrays = self._jax.device_put(views, **self._put_kwargs)
+        if not self.slots.all_f32:
+            return self._generic.set(vector)
+        arrays = self._jax.device_put(self.buffers.copy_in(vector), **self._put_kwargs)
         for variable, array in zip(self.variables, arrays):
             variable.assign(array)
 
 
-class TFWeightIO(_AlignedCopyMixin):
-    """One ``tf.function`` concatenates (get) or assigns slices of one DLPack-imported buffer (set)."""
+class TFWeightIO(_FastIO):
+    """Zero-copy reads; one copy in, imported through DLPack.
+
+    Uses the ``tf.raw_ops`` read and assign ops on the variables' handles: they do what
+    ``read_value``/``assign(read_value=False)`` do without their Python overhead (an
+    extra identity op, tape and shape bookkeeping), which was measured at 3-7x the raw
+    ops' cost. Shapes and dtypes are checked against the layout beforehand.
+    """
 
     name = "tensorflow"
 
     def __init__(self, variables, layout: Layout):
+        super().__init__(variables, layout)
         import tensorflow as tf
 
-        self._tf = tf
-        self.variables = list(variables)
-        self.layout = layout
-        self._init_slots()
-        tf_vars = [v.value for v in self.variables]
-        slots = [(int(s), int(e), entry.shape) for s, e, entry in zip(self._starts, self._ends, layout.entries)]
-
-        @tf.function(autograph=False)
-        def concat():
-            return tf.concat([tf.reshape(tf.cast(v, tf.float32), [-1]) for v in tf_vars], 0)
-
-        @tf.function(autograph=False)
-        def assign(flat):
-            for v, (start, end, shape) in zip(tf_vars, slots):
-                v.assign(tf.cast(tf.reshape(flat[start:end], shape), v.dtype), read_value=False)
-
-        self._concat, self._assign = concat, assign
+        self._read = tf.raw_ops.ReadVariableOp
+        self._assign = tf.raw_ops.AssignVariableOp
+        self._handles = [(v.value.handle, v.value.dtype) for v in self.variables]
         dlpack = getattr(getattr(tf, "experimental", None), "dlpack", None)
         self._from_dlpack = getattr(dlpack, "from_dlpack", None)
 
-    def get(self, out: np.ndarray | None = None) -> np.ndarray:
-        flat = self._concat()
-        if out is None:
-            return flat.numpy()  # a fresh, writable copy
-        np.copyto(self.layout.check_vector(out), np.asarray(flat))
-        return out
+    def _arrays(self):
+        # ReadVariableOp shares the variable's buffer and np.asarray the tensor's.
+        return [np.asarray(self._read(resource=h, dtype=d)) for h, d in self._handles]
 
     def set(self, vector: np.ndarray) -> None:
-        own, _ = self._private_copy(vector)
-        if self._from_dlpack is not None:
-            flat = self._from_dlpack(own.__dlpack__())
-        else:  # pragma: no cover - TF without DLPack
-            flat = self._tf.convert_to_tensor(own)
-        self._assign(flat)
+        if not self.slots.all_f32 or self._from_dlpack is None:
+            return self._generic.set(vector)
+        for (handle, _), view in zip(self._handles, self.buffers.copy_in(vector)):
+            self._assign(resource=handle, value=self._from_dlpack(view.__dlpack__()))
 
 
 def make_weight_io(variables, layout: Layout, backend: str, fast: bool = True):
