@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "distkeras.frontends.commands.simulate",
     "distkeras.frontends.commands.punchcard",
     "distkeras.frontends.commands.ps",
+    "distkeras.frontends.commands.predict",
 ]
 
 

@@ -201,6 +201,23 @@ def prepare(
     return out, spec
 
 
+def features_as_array(df: "DataFrame", features_col: str = "features", output_col: str | None = None) -> "DataFrame":
+    """``df`` with ``features_col`` as ``array<float>`` (an ML Vector or another numeric array is
+    converted), every other column kept. With ``output_col`` the converted column is added under
+    that name and ``features_col`` stays as it was. FeedError for a missing or non-numeric column."""
+    if features_col not in df.columns:
+        raise FeedError(f"features column {features_col!r} not found; the DataFrame has columns {df.columns}")
+    expr = _float_array_expr(df, features_col, "features")
+    if output_col is None and _type_name(df.schema[features_col].dataType) == "array<float>":
+        return df
+    return df.withColumn(output_col or features_col, expr)
+
+
+def arrow_features_to_numpy(arr: "pa.Array", input_shape: Iterable[int], name: str = "features") -> np.ndarray:
+    """One Arrow list column of features as float32 ``(n, *input_shape)`` (executor side)."""
+    return _list_to_numpy(arr, tuple(int(d) for d in input_shape), name)
+
+
 def partition_data(df: "DataFrame", num_workers: int) -> "DataFrame":
     """Exactly ``num_workers`` partitions, balanced by round-robin ``repartition(n)``."""
     if int(num_workers) < 1:

@@ -38,8 +38,18 @@ def collect_numpy(df, features_col: str, label_col: str, input_shape=None) -> tu
     return feed.collect_partition(prepared.toArrow().to_batches(), spec)
 
 
-def predict(model, df, features_col: str = "features", output_col: str = "prediction", batch_size: int = 256, backend: str | None = None):
-    """``df`` with ``output_col`` (array<float>) and, for several outputs, ``predicted_label`` (int)."""
+def predict(
+    model,
+    df,
+    features_col: str = "features",
+    output_col: str = "prediction",
+    batch_size: int = 256,
+    backend: str | None = None,
+    label_output_col: str | None = "predicted_label",
+):
+    """``df`` with ``output_col`` (array<float>, the model's outputs) and, for several outputs,
+    ``label_output_col`` (long, the arg-max; None leaves it out). Every column of ``df`` is kept
+    as it is (an ML Vector features column stays a Vector)."""
     import pyarrow as pa
     from pyspark.sql.types import ArrayType, FloatType, LongType, StructField, StructType
 
@@ -50,10 +60,20 @@ def predict(model, df, features_col: str = "features", output_col: str = "predic
     n_out = int(np.prod([d for d in model.outputs[0].shape[1:]]))
     if features_col not in df.columns:
         raise ValueError(f"column {features_col!r} not found; the DataFrame has columns {df.columns}")
-    df = feed.features_as_array(df, features_col)
-    fields = list(df.schema.fields) + [StructField(output_col, ArrayType(FloatType(), False), False)]
-    if n_out > 1:
-        fields.append(StructField("predicted_label", LongType(), False))
+    with_label = bool(label_output_col) and n_out > 1
+    for name in (output_col, label_output_col if with_label else None):
+        if name and name in df.columns:
+            raise ValueError(f"output column {name!r} already exists in the DataFrame (columns {df.columns}); choose another name")
+    kept = list(df.schema.fields)
+    names_kept = [f.name for f in kept]
+    # The features as array<float> in a scratch column; dropped from the output.
+    scratch = "__distkeras_features"
+    while scratch in df.columns:
+        scratch += "_"
+    source = feed.features_as_array(df, features_col, output_col=scratch)
+    fields = kept + [StructField(output_col, ArrayType(FloatType(), False), False)]
+    if with_label:
+        fields.append(StructField(label_output_col, LongType(), False))
     schema = StructType(fields)
 
     def task(batches):
@@ -65,18 +85,18 @@ def predict(model, df, features_col: str = "features", output_col: str = "predic
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            x = feed.arrow_features_to_numpy(batch.column(features_col), input_shape)
+            x = feed.arrow_features_to_numpy(batch.column(scratch), input_shape, features_col)
             out = np.asarray(adapter.predict(x, batch_size=batch_size), dtype=np.float32).reshape(batch.num_rows, -1)
-            cols = list(batch.columns)
+            cols = [batch.column(name) for name in names_kept]
             offsets = np.arange(0, out.size + 1, out.shape[1], dtype=np.int32)
             cols.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(out.reshape(-1))))
-            names = list(batch.schema.names) + [output_col]
-            if n_out > 1:
+            names = names_kept + [output_col]
+            if with_label:
                 cols.append(pa.array(out.argmax(axis=1).astype(np.int64)))
-                names.append("predicted_label")
+                names.append(label_output_col)
             yield pa.RecordBatch.from_arrays(cols, names=names)
 
-    return df.mapInArrow(task, schema)
+    return source.mapInArrow(task, schema)
 
 
 def evaluate(model, df, features_col: str = "features", label_col: str = "label", batch_size: int = 256, backend: str | None = None) -> dict[str, float]:
@@ -85,7 +105,7 @@ def evaluate(model, df, features_col: str = "features", label_col: str = "label"
 
     spec_json, weights_b64 = _shipped(model)
     input_shape = _input_shape(model)
-    prepared = feed.prepare(df, features_col, label_col, input_shape=input_shape)
+    prepared, feed_spec = feed.prepare(df, features_col, label_col, input_shape=input_shape)
 
     def worker_fn(worker: int, attempt: int, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         from distkeras.backends import KerasAdapter, ModelSpec, select_backend
@@ -97,8 +117,9 @@ def evaluate(model, df, features_col: str = "features", label_col: str = "label"
         adapter.set_flat(decode_vector(weights_b64))
         return {"rows": int(x.shape[0]), "metrics": adapter.evaluate(x, y, batch_size=batch_size)}
 
-    n = max(1, prepared.rdd.getNumPartitions())
-    summaries = tasks.run_workers(prepared, worker_fn, n)
+    # One task per existing partition (no shuffle); empty partitions report zero rows.
+    n = max(1, int(prepared._jdf.rdd().getNumPartitions()))
+    summaries = tasks.run_workers(prepared, worker_fn, n, spec=feed_spec, repartition=False)
     rows = sum(s["rows"] for s in summaries)
     if rows == 0:
         raise ValueError("evaluate() got an empty DataFrame")

@@ -1,5 +1,6 @@
-"""Spark fixtures: one local SparkSession for the whole test session (starting Spark costs
-~10 s), and a real standalone cluster on 127.0.0.1 for the one test that needs it."""
+"""Spark fixtures: a real standalone cluster on 127.0.0.1 for the one test that needs it. The
+local SparkSession fixture ``spark`` (one for the whole run) lives in tests/conftest.py, shared
+with tests/frontends."""
 
 from __future__ import annotations
 
@@ -17,18 +18,6 @@ def _need_java() -> None:
         check_java()
     except SparkUnavailableError as exc:
         pytest.skip(str(exc).splitlines()[0])
-
-
-@pytest.fixture(scope="session")
-def spark():
-    """local[2,2]: two task slots, and two attempts per task (so retries can be tested)."""
-    _need_java()
-    from distkeras.spark.session import active_session, get_or_create_session
-
-    assert active_session() is None, "another SparkSession already runs in the test process"
-    session = get_or_create_session("local[2,2]", app_name="distkeras-tests")
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")

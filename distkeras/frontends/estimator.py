@@ -1,0 +1,613 @@
+"""Spark ML Pipeline stages: :class:`KerasEstimator` (``fit`` trains a Keras model with a distkeras
+strategy) and :class:`KerasModel` (``transform`` adds its predictions, through Arrow).
+
+::
+
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import StandardScaler, StringIndexer, VectorAssembler
+    from distkeras.frontends.estimator import KerasEstimator
+
+    est = KerasEstimator(model=keras_model, featuresCol="scaled", labelCol="label_idx",
+                         strategy="adag", strategyParams={"window": 8}, numWorkers=4,
+                         batchSize=32, numEpochs=5, optimizer="adam",
+                         loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    pipeline = Pipeline(stages=[VectorAssembler(...), StandardScaler(...), StringIndexer(...), est])
+    fitted = pipeline.fit(train_df)          # a PipelineModel ending in a KerasModel
+    fitted.write().overwrite().save(path)    # PipelineModel.load(path) gives the same predictions
+    out = fitted.transform(test_df)          # + prediction (array<float>), predicted_label (long)
+
+The features column may be an ML Vector (VectorAssembler, StandardScaler) or a numeric array;
+labels an integer or an integral double (StringIndexer) class index, a one-hot array/Vector, or a
+float target. ``transform`` keeps every column and adds ``predictionCol`` (the model's outputs,
+``array<float>``) and, for a model with several outputs, ``predictedLabelCol`` (the arg-max class
+index as a ``double``, like Spark's classifiers; set it to ``""`` to leave it out). For Spark's ``MulticlassClassificationEvaluator``
+use ``predictionCol="probabilities", predictedLabelCol="prediction"``.
+
+Persistence is plain data, never pickle: the params as Spark ML JSON metadata
+(``DefaultParamsWriter.saveMetadata``) and, in the stage folder, the fitted model as a ``.keras``
+file (:mod:`distkeras.frontends.model_io`; read back in Keras safe mode) or, for the estimator,
+its model as a :class:`~distkeras.backends.ModelSpec` JSON file plus a ``.npy`` weights vector.
+The stage folder is resolved by Hadoop like the metadata (so a relative path or ``hdfs://``
+lands in the same place) and written through fsspec.
+
+``optimizer``, ``loss`` and ``metrics`` are strings: a Keras name (``"adam"``) or the JSON of a
+Keras-serialized object; Keras objects and dicts given to the constructor or setters are
+serialized for you. ``strategyParams`` is a JSON object of the strategy's hyperparameters
+(``{"window": 12}``; ``communication_window`` is accepted as an alias of ``window``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Any
+
+import numpy as np
+from pyspark import keyword_only
+from pyspark.ml import Estimator, Model
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasFeaturesCol, HasLabelCol, HasPredictionCol
+from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
+
+MODEL_FILE = "model.keras"
+SPEC_FILE = "model_spec.json"
+WEIGHTS_FILE = "model_weights.npy"
+
+
+# --- converters: Keras objects, dicts and lists become JSON strings -----------------------------
+
+
+def _keras_json(value: Any, what: str) -> str:
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise TypeError(f"{what} must not be empty")
+        if text[0] in "{[":
+            try:
+                json.loads(text)
+            except ValueError as exc:
+                raise TypeError(f"{what} looks like JSON but does not parse: {exc}") from None
+        return text
+    if isinstance(value, (dict, list, tuple)):
+        from distkeras.backends.spec import _serialize
+
+        return json.dumps(_serialize(value, what), allow_nan=False)
+    if value is None:
+        raise TypeError(f"{what} must be a Keras name, object or JSON string, not None")
+    from distkeras.backends.spec import _serialize
+
+    return json.dumps(_serialize(value, what), allow_nan=False)
+
+
+def _to_optimizer(value: Any) -> str:
+    return _keras_json(value, "optimizer")
+
+
+def _to_loss(value: Any) -> str:
+    return _keras_json(value, "loss")
+
+
+def _to_metrics(value: Any) -> str:
+    """Always a JSON list: ``"accuracy,mae"`` -> ``["accuracy", "mae"]``; ``""``/None -> ``[]``."""
+    if value is None:
+        return "[]"
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                data = json.loads(text)
+            except ValueError as exc:
+                raise TypeError(f"metrics look like JSON but do not parse: {exc}") from None
+            if not isinstance(data, list):
+                raise TypeError("metrics must be a JSON list")
+            return text
+        return json.dumps([m.strip() for m in text.split(",") if m.strip()])
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    return _keras_json(list(value), "metrics")
+
+
+def _to_strategy_params(value: Any) -> str:
+    if value is None:
+        return "{}"
+    if isinstance(value, dict):
+        data = value
+    else:
+        try:
+            data = json.loads(TypeConverters.toString(value))
+        except ValueError as exc:
+            raise TypeError(f"strategyParams must be a JSON object, e.g. '{{\"window\": 12}}': {exc}") from None
+    if not isinstance(data, dict):
+        raise TypeError(f"strategyParams must be a JSON object, got {type(data).__name__}")
+    return json.dumps(data, sort_keys=True, allow_nan=False)
+
+
+def _decode(text: str) -> Any:
+    """A Keras name stays a string; JSON text becomes its value."""
+    text = text.strip()
+    return json.loads(text) if text[:1] in "{[\"" else text
+
+
+# --- params ----------------------------------------------------------------------------------
+
+
+class _KerasModelParams(HasFeaturesCol, HasLabelCol, HasPredictionCol):
+    """Params shared by the estimator and the model."""
+
+    predictedLabelCol = Param(
+        Params._dummy(),
+        "predictedLabelCol",
+        "column for the arg-max class of a model with several outputs ('' leaves it out)",
+        typeConverter=TypeConverters.toString,
+    )
+    predictBatchSize = Param(Params._dummy(), "predictBatchSize", "batch size of predict in transform", typeConverter=TypeConverters.toInt)
+    backend = Param(
+        Params._dummy(),
+        "backend",
+        "Keras backend on the executors: 'jax', 'tensorflow', 'torch', or '' for KERAS_BACKEND",
+        typeConverter=TypeConverters.toString,
+    )
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._setDefault(predictedLabelCol="predicted_label", predictBatchSize=256, backend="")
+
+    def getPredictedLabelCol(self) -> str:
+        return self.getOrDefault(self.predictedLabelCol)
+
+    def getPredictBatchSize(self) -> int:
+        return self.getOrDefault(self.predictBatchSize)
+
+    def getBackend(self) -> str:
+        return self.getOrDefault(self.backend)
+
+    def _backend(self) -> str | None:
+        return self.getBackend() or None
+
+
+class _KerasEstimatorParams(_KerasModelParams):
+    strategy = Param(Params._dummy(), "strategy", "distributed optimizer, e.g. 'adag', 'downpour', 'easgd', 'single'", typeConverter=TypeConverters.toString)
+    strategyParams = Param(Params._dummy(), "strategyParams", "JSON object of the strategy's hyperparameters", typeConverter=_to_strategy_params)
+    numWorkers = Param(Params._dummy(), "numWorkers", "number of workers (Spark tasks, one data partition each)", typeConverter=TypeConverters.toInt)
+    batchSize = Param(Params._dummy(), "batchSize", "mini-batch size of each worker", typeConverter=TypeConverters.toInt)
+    numEpochs = Param(Params._dummy(), "numEpochs", "passes of each worker over its partition", typeConverter=TypeConverters.toInt)
+    codec = Param(Params._dummy(), "codec", "update codec: none, fp16, int8, topk:FRACTION", typeConverter=TypeConverters.toString)
+    optimizer = Param(Params._dummy(), "optimizer", "worker optimizer: a Keras name or serialized JSON", typeConverter=_to_optimizer)
+    loss = Param(Params._dummy(), "loss", "loss: a Keras name or serialized JSON", typeConverter=_to_loss)
+    metrics = Param(Params._dummy(), "metrics", "metrics: a JSON list of Keras names or serialized metrics", typeConverter=_to_metrics)
+    seed = Param(Params._dummy(), "seed", "seed of the data order on the workers", typeConverter=TypeConverters.toInt)
+    shards = Param(Params._dummy(), "shards", "parameter-server shards (asynchronous strategies)", typeConverter=TypeConverters.toInt)
+    checkpoint = Param(Params._dummy(), "checkpoint", "fsspec URL for parameter-server checkpoints ('' for none)", typeConverter=TypeConverters.toString)
+    progress = Param(Params._dummy(), "progress", "show a progress bar on the driver", typeConverter=TypeConverters.toBoolean)
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._setDefault(
+            strategy="adag",
+            strategyParams="{}",
+            numWorkers=2,
+            batchSize=32,
+            numEpochs=1,
+            codec="none",
+            optimizer="adam",
+            loss="sparse_categorical_crossentropy",
+            metrics='["accuracy"]',
+            seed=0,
+            shards=1,
+            checkpoint="",
+            progress=False,
+        )
+
+    def getStrategy(self) -> str:
+        return self.getOrDefault(self.strategy)
+
+    def getStrategyParams(self) -> dict:
+        return json.loads(self.getOrDefault(self.strategyParams))
+
+    def getNumWorkers(self) -> int:
+        return self.getOrDefault(self.numWorkers)
+
+    def getBatchSize(self) -> int:
+        return self.getOrDefault(self.batchSize)
+
+    def getNumEpochs(self) -> int:
+        return self.getOrDefault(self.numEpochs)
+
+    def getCodec(self) -> str:
+        return self.getOrDefault(self.codec)
+
+    def getOptimizer(self) -> Any:
+        return _decode(self.getOrDefault(self.optimizer))
+
+    def getLoss(self) -> Any:
+        return _decode(self.getOrDefault(self.loss))
+
+    def getMetrics(self) -> list:
+        return json.loads(self.getOrDefault(self.metrics))
+
+    def getSeed(self) -> int:
+        return self.getOrDefault(self.seed)
+
+    def getShards(self) -> int:
+        return self.getOrDefault(self.shards)
+
+    def getCheckpoint(self) -> str:
+        return self.getOrDefault(self.checkpoint)
+
+    def getProgress(self) -> bool:
+        return self.getOrDefault(self.progress)
+
+
+# --- stage folders: resolved by Hadoop, written through fsspec ------------------------------------
+
+
+def _stage_url(spark, path: str) -> str:
+    """``path`` qualified by Hadoop (as Spark resolves the metadata next to it), as an fsspec URL."""
+    from distkeras.frontends.model_io import normalize_url
+
+    try:
+        sc = spark.sparkContext
+        jpath = sc._jvm.org.apache.hadoop.fs.Path(path)
+        fs = jpath.getFileSystem(sc._jsc.hadoopConfiguration())
+        path = fs.makeQualified(jpath).toString()
+    except Exception:  # Spark Connect (no JVM here) or an unusual path: use it as given
+        pass
+    return normalize_url(path)
+
+
+def _join(base: str, name: str) -> str:
+    return os.path.join(base, name) if "://" not in base else base.rstrip("/") + "/" + name
+
+
+def _write_bytes(url: str, data: bytes) -> None:
+    from distkeras.frontends.model_io import ModelIOError
+
+    try:
+        if "://" not in url:
+            os.makedirs(os.path.dirname(url), exist_ok=True)
+            with open(url, "wb") as fh:
+                fh.write(data)
+            return
+        import fsspec
+
+        with fsspec.open(url, "wb") as fh:
+            fh.write(data)
+    except Exception as exc:
+        raise ModelIOError(f"cannot write {url!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _read_bytes(url: str) -> bytes:
+    from distkeras.frontends.model_io import ModelIOError
+
+    try:
+        if "://" not in url:
+            with open(url, "rb") as fh:
+                return fh.read()
+        import fsspec
+
+        with fsspec.open(url, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError as exc:
+        raise ModelIOError(f"cannot read {url!r}: no such file") from exc
+    except Exception as exc:
+        raise ModelIOError(f"cannot read {url!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_class(metadata: dict, cls: type, path: str) -> None:
+    expected = f"{cls.__module__}.{cls.__name__}"
+    if metadata.get("class") != expected:
+        raise ValueError(f"{path!r} holds a {metadata.get('class')!r} stage, not a {expected!r}")
+
+
+# --- the estimator ---------------------------------------------------------------------------
+
+
+class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
+    """Trains a Keras model on a DataFrame with a distkeras strategy; ``fit`` returns a :class:`KerasModel`.
+
+    The model given here is kept as plain data (a ModelSpec JSON config plus its initial weights),
+    so every ``fit`` starts from the same weights and the estimator itself can be saved. A compiled
+    model lends its optimizer, loss and metrics to the params that were not set explicitly.
+    """
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        model=None,
+        featuresCol: str = "features",
+        labelCol: str = "label",
+        predictionCol: str = "prediction",
+        predictedLabelCol: str = "predicted_label",
+        strategy: str = "adag",
+        strategyParams: Any = "{}",
+        numWorkers: int = 2,
+        batchSize: int = 32,
+        numEpochs: int = 1,
+        backend: str = "",
+        codec: str = "none",
+        optimizer: Any = "adam",
+        loss: Any = "sparse_categorical_crossentropy",
+        metrics: Any = '["accuracy"]',
+        seed: int = 0,
+        shards: int = 1,
+        checkpoint: str = "",
+        progress: bool = False,
+        predictBatchSize: int = 256,
+    ):
+        super().__init__()
+        self._spec_json: str | None = None
+        self._weights: np.ndarray | None = None
+        kwargs = dict(self._input_kwargs)
+        model = kwargs.pop("model", None)
+        self._set(**kwargs)
+        if model is not None:
+            self.setModel(model)
+
+    @keyword_only
+    def setParams(self, **kwargs) -> "KerasEstimator":
+        """Set any of the constructor's params by keyword (``model`` too)."""
+        kwargs = dict(self._input_kwargs)
+        model = kwargs.pop("model", None)
+        self._set(**kwargs)
+        if model is not None:
+            self.setModel(model)
+        return self
+
+    # -- the model ------------------------------------------------------------------------------
+    def setModel(self, model) -> "KerasEstimator":
+        """Keep ``model`` (a built Keras model) as its config and current weights."""
+        from distkeras.backends import ModelSpec
+
+        compiled = bool(getattr(model, "compiled", False)) and getattr(model, "optimizer", None) is not None
+        spec = None
+        if compiled:
+            try:
+                spec = ModelSpec.from_model(model)
+            except Exception:  # compiled without a loss, say: fall back to the params
+                spec = None
+        if spec is None:
+            spec = ModelSpec.from_model(model, self.getOptimizer(), self.getLoss(), self.getMetrics() or None)
+        elif compiled:
+            # The compile settings of the model fill the params the user left unset.
+            for param, value in ((self.optimizer, spec.optimizer), (self.loss, spec.loss), (self.metrics, spec.metrics)):
+                if not self.isSet(param) and value is not None:
+                    self._set(**{param.name: value})
+        self._spec_json = spec.to_json()
+        self._weights = np.array(spec.weights, copy=True)
+        return self
+
+    def hasModel(self) -> bool:
+        return self._spec_json is not None
+
+    def getModel(self):
+        """A fresh (uncompiled) Keras model with the estimator's initial weights."""
+        return self._spec().build_model(compile=False)
+
+    def _spec(self):
+        from distkeras.backends import ModelSpec
+
+        if self._spec_json is None:
+            raise ValueError("KerasEstimator has no Keras model: pass model=... or call setModel(model) before fit")
+        return ModelSpec.from_json(self._spec_json, self._weights)
+
+    def _trainer(self, spark):
+        from distkeras.frontends.trainers import TRAINERS
+
+        name = self.getStrategy().strip().lower()
+        if name not in TRAINERS:
+            raise ValueError(f"unknown strategy {self.getStrategy()!r}; choose one of {sorted(TRAINERS)}")
+        strategy_params = self.getStrategyParams()
+        if "communication_window" in strategy_params:
+            strategy_params["window"] = strategy_params.pop("communication_window")
+        from distkeras.backends import select_backend
+
+        select_backend(self._backend())  # the driver's Keras, before the model is rebuilt
+        return TRAINERS[name](
+            self.getModel(),
+            worker_optimizer=self.getOptimizer(),
+            loss=self.getLoss(),
+            metrics=self.getMetrics() or None,
+            num_workers=self.getNumWorkers(),
+            batch_size=self.getBatchSize(),
+            features_col=self.getFeaturesCol(),
+            label_col=self.getLabelCol(),
+            num_epoch=self.getNumEpochs(),
+            backend=self._backend(),
+            codec=self.getCodec(),
+            shards=self.getShards(),
+            checkpoint=self.getCheckpoint() or None,
+            seed=self.getSeed(),
+            progress=self.getProgress(),
+            spark=spark,
+            **strategy_params,
+        )
+
+    def _fit(self, dataset) -> "KerasModel":
+        trainer = self._trainer(dataset.sparkSession)
+        trained = trainer.train(dataset)
+        model = KerasModel(model=trained)
+        self._copyValues(model)
+        model.history = trainer.history
+        return model
+
+    def copy(self, extra=None) -> "KerasEstimator":
+        that = super().copy(extra)
+        that._weights = None if self._weights is None else self._weights.copy()
+        return that
+
+    # -- persistence ---------------------------------------------------------------------------
+    def write(self) -> MLWriter:
+        return _KerasEstimatorWriter(self)
+
+    @classmethod
+    def read(cls) -> MLReader:
+        return _KerasEstimatorReader(cls)
+
+
+class _KerasEstimatorWriter(MLWriter):
+    def __init__(self, instance: KerasEstimator):
+        super().__init__()
+        self.instance = instance
+
+    def saveImpl(self, path: str) -> None:
+        inst = self.instance
+        DefaultParamsWriter.saveMetadata(inst, path, self.sparkSession, extraMetadata={"distkeras": {"hasModel": inst.hasModel()}})
+        if inst.hasModel():
+            base = _stage_url(self.sparkSession, path)
+            _write_bytes(_join(base, SPEC_FILE), inst._spec_json.encode("utf-8"))
+            buf = io.BytesIO()
+            np.save(buf, inst._weights, allow_pickle=False)
+            _write_bytes(_join(base, WEIGHTS_FILE), buf.getvalue())
+
+
+class _KerasEstimatorReader(MLReader):
+    def __init__(self, cls):
+        super().__init__()
+        self.cls = cls
+
+    def load(self, path: str) -> KerasEstimator:
+        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
+        _check_class(metadata, self.cls, path)
+        inst = self.cls()
+        inst._resetUid(metadata["uid"])
+        DefaultParamsReader.getAndSetParams(inst, metadata)
+        if metadata.get("distkeras", {}).get("hasModel"):
+            from distkeras.backends import ModelSpec
+
+            base = _stage_url(self.sparkSession, path)
+            spec_json = _read_bytes(_join(base, SPEC_FILE)).decode("utf-8")
+            weights = np.load(io.BytesIO(_read_bytes(_join(base, WEIGHTS_FILE))), allow_pickle=False)
+            ModelSpec.from_json(spec_json, weights)  # validate: format, layout vs weights
+            inst._spec_json, inst._weights = spec_json, weights
+        return inst
+
+
+# --- the fitted model --------------------------------------------------------------------------
+
+
+class KerasModel(Model, _KerasModelParams, MLReadable, MLWritable):
+    """A Keras model as a Spark ML Transformer: ``transform`` adds ``predictionCol`` (and
+    ``predictedLabelCol``) computed on the executors through Arrow. Wraps any built Keras model;
+    :class:`KerasEstimator` returns one from ``fit`` (with the training ``history``)."""
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        model=None,
+        featuresCol: str = "features",
+        labelCol: str = "label",
+        predictionCol: str = "prediction",
+        predictedLabelCol: str = "predicted_label",
+        predictBatchSize: int = 256,
+        backend: str = "",
+    ):
+        super().__init__()
+        kwargs = dict(self._input_kwargs)
+        self._keras_model = kwargs.pop("model", None)
+        self.history = None
+        self._set(**kwargs)
+
+    @keyword_only
+    def setParams(self, **kwargs) -> "KerasModel":
+        kwargs = dict(self._input_kwargs)
+        if "model" in kwargs:
+            self._keras_model = kwargs.pop("model")
+        self._set(**kwargs)
+        return self
+
+    def setFeaturesCol(self, value: str) -> "KerasModel":
+        return self._set(featuresCol=value)
+
+    def setPredictionCol(self, value: str) -> "KerasModel":
+        return self._set(predictionCol=value)
+
+    def setPredictedLabelCol(self, value: str) -> "KerasModel":
+        return self._set(predictedLabelCol=value)
+
+    @property
+    def model(self):
+        """The Keras model (a live object, shared, not copied)."""
+        return self._keras_model
+
+    def getModel(self):
+        return self._keras_model
+
+    def _need_model(self):
+        if self._keras_model is None:
+            raise ValueError("KerasModel has no Keras model: pass model=... or load a saved one")
+        return self._keras_model
+
+    def _transform(self, dataset):
+        from pyspark.sql import functions as F
+
+        from distkeras.spark.inference import predict
+
+        label_col = self.getPredictedLabelCol() or None
+        out = predict(
+            self._need_model(),
+            dataset,
+            features_col=self.getFeaturesCol(),
+            output_col=self.getPredictionCol(),
+            batch_size=self.getPredictBatchSize(),
+            backend=self._backend(),
+            label_output_col=label_col,
+        )
+        if label_col and label_col in out.columns:
+            # A double, like the predictions of Spark's own classifiers (and what its evaluators take).
+            out = out.withColumn(label_col, F.col(f"`{label_col}`").cast("double"))
+        return out
+
+    def evaluate(self, dataset) -> dict[str, float]:
+        """The model's compiled metrics (loss included) over ``dataset``, computed on the executors."""
+        from distkeras.spark.inference import evaluate
+
+        return evaluate(
+            self._need_model(), dataset, self.getFeaturesCol(), self.getLabelCol(), batch_size=self.getPredictBatchSize(), backend=self._backend()
+        )
+
+    # -- persistence ---------------------------------------------------------------------------
+    def write(self) -> MLWriter:
+        return _KerasModelWriter(self)
+
+    @classmethod
+    def read(cls) -> MLReader:
+        return _KerasModelReader(cls)
+
+
+class _KerasModelWriter(MLWriter):
+    def __init__(self, instance: KerasModel):
+        super().__init__()
+        self.instance = instance
+
+    def saveImpl(self, path: str) -> None:
+        from distkeras.frontends.model_io import save_model
+
+        model = self.instance._need_model()
+        DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession, extraMetadata={"distkeras": {"modelFile": MODEL_FILE}})
+        save_model(model, _join(_stage_url(self.sparkSession, path), MODEL_FILE))
+
+
+class _KerasModelReader(MLReader):
+    def __init__(self, cls):
+        super().__init__()
+        self.cls = cls
+
+    def load(self, path: str) -> KerasModel:
+        from distkeras.frontends.model_io import load_model
+
+        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
+        _check_class(metadata, self.cls, path)
+        inst = self.cls()
+        inst._resetUid(metadata["uid"])
+        DefaultParamsReader.getAndSetParams(inst, metadata)
+        name = metadata.get("distkeras", {}).get("modelFile", MODEL_FILE)
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"{path!r}: bad model file name {name!r} in the metadata")
+        inst._keras_model = load_model(_join(_stage_url(self.sparkSession, path), name))
+        return inst
+
+
+__all__ = ["KerasEstimator", "KerasModel"]
