@@ -7,9 +7,13 @@ model's own stateless, jitted ``train_step`` (as ``fit`` does within an epoch, b
 donated), and written back once at the end. Between windows the live model, the flat
 vector and the optimizer state are exactly what the generic path would hold.
 
-A single compiled ``jax.lax.scan`` over the window was measured and rejected: on CPU
-it ran a small convnet about 3x slower than separate steps (and an MLP about 25%
-slower), and it compiles once per window length.
+Measured choices (CPU): a single compiled ``jax.lax.scan`` over the window ran a small
+convnet about 3x slower than separate steps (an MLP about 25% slower) and compiles
+once per window length, so it is not used. Each batch goes to the step as a NumPy
+array, so its transfer overlaps the previous step's computation (a bulk transfer
+before the window left the cores idle for it). The metric state starts from fresh
+reset values made by one compiled call, instead of ``model.reset_metrics()`` (one
+dispatch per metric variable).
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ class JaxWindowRunner:
     def __init__(self, model):
         import jax
 
+        self._jax = jax
         self.model = model
         self._step = jax.jit(model.train_step, donate_argnums=0)
-        self._put = jax.device_put
+        self._fresh_metrics = None  # compiled () -> reset metric state, built on first use
 
     def _groups(self):
         model = self.model
@@ -36,15 +41,25 @@ class JaxWindowRunner:
             model.metrics_variables,
         )
 
+    def _reset_metric_state(self, metric_vars):
+        if self._fresh_metrics is None:
+            self.model.reset_metrics()
+            reset_values = [np.asarray(v.value) for v in metric_vars]
+            # New output buffers on every call: safe to donate to the first step.
+            self._fresh_metrics = self._jax.jit(lambda: [self._jax.numpy.asarray(v) for v in reset_values])
+        return self._fresh_metrics()
+
     def __call__(self, xs: np.ndarray, ys: np.ndarray) -> dict[str, float]:
-        self.model.reset_metrics()
-        groups = self._groups()
-        state = tuple([v.value for v in group] for group in groups)
+        trainable, non_trainable, optimizer_vars, metric_vars = groups = self._groups()
+        state = (
+            [v.value for v in trainable],
+            [v.value for v in non_trainable],
+            [v.value for v in optimizer_vars],
+            self._reset_metric_state(metric_vars),
+        )
         logs = None
-        # One transfer for the window's batches, then the steps dispatch asynchronously.
-        batches = self._put([(x, y) for x, y in zip(xs, ys)])
-        for batch in batches:
-            logs, state = self._step(state, batch)
+        for x, y in zip(xs, ys):
+            logs, state = self._step(state, (x, y))
         for group, values in zip(groups, state):
             for variable, value in zip(group, values):
                 variable.assign(value)
