@@ -102,6 +102,13 @@ def test_feature_cols_to_csv_in_process(spark, tmp_path, model_file, digits_mode
     assert "__distkeras_features" not in frame.columns
     got = frame[[f"prediction_{i}" for i in range(10)]].to_numpy(np.float32)
     np.testing.assert_allclose(got, predict_np(digits_model, x), rtol=1e-4, atol=1e-5)
+    # Without --out: the first rows as JSON lines on stdout.
+    capsys.readouterr()
+    assert main(["predict", "--model", model_file, "--data", data, "--feature-cols", cols, "--show", "3"]) == 0
+    import json
+
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 3 and len(lines[0]["prediction"]) == 10 and "predicted_label" in lines[0]
     # An existing output is not replaced without --overwrite.
     assert main(["predict", "--model", model_file, "--data", data, "--feature-cols", cols, "--out", out]) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
@@ -123,6 +130,12 @@ def test_bad_input_errors(spark, tmp_path, model_file, keras, capsys):
     assert "features column 'nope' not found" in err and "['id', 'pixels', 'p0'," in err
     err = run("--model", model_file, "--data", data, "--feature-cols", "p0,zz,p1")
     assert "feature column(s) ['zz'] not found" in err and "'p63'" in err
+    err = run("--model", model_file, "--data", data, "--feature-cols", "p0,pixels")
+    assert "feature column(s) 'pixels' (array<float>) not numeric" in err
+    err = run("--model", model_file, "--data", data, "--features-col", "id")
+    assert "features column 'id' has type bigint" in err
+    err = run("--model", model_file, "--data", data, "--features-col", "pixels", "--predicted-label-col", "id")
+    assert "already has a column 'id'" in err
     err = run("--model", model_file, "--data", data, "--feature-cols", "p0,p1")
     assert "gives 2 columns but the model takes 64 features" in err
     err = run("--model", model_file, "--data", data)  # default column 'features' is not there

@@ -10,7 +10,7 @@ The data is read with Spark, by its extension (``.parquet``, ``.csv`` with a hea
 The features are one column (``--features-col``, default ``features``: an array or ML Vector) or
 several numeric columns assembled in the given order (``--feature-cols``). The output keeps every
 input column and adds ``prediction`` (the model's outputs) and, for a classifier, ``predicted_label``
-(the arg-max). ``--format`` (default: ``--out``'s extension, else parquet) picks Parquet, CSV (the
+(the arg-max); ``--prediction-col`` and ``--predicted-label-col`` rename them. ``--format`` (default: ``--out``'s extension, else parquet) picks Parquet, CSV (the
 outputs become ``prediction_0``, ``prediction_1`` ... columns) or JSON lines. Without ``--out`` the
 first ``--show`` rows are printed as JSON lines.
 
@@ -50,7 +50,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--format", choices=FORMATS, help="output format (default: from --out's extension, else parquet)")
     p.add_argument("--data-format", choices=FORMATS, help="input format (default: from --data's extension)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--prediction-col", default="prediction", metavar="C", help="name of the output column")
+    p.add_argument("--prediction-col", default="prediction", metavar="C", help="name of the outputs column")
+    p.add_argument("--predicted-label-col", default="predicted_label", metavar="C", help="name of the arg-max column ('' to leave it out)")
     p.add_argument("--show", type=int, default=20, metavar="N", help="rows to print without --out")
     p.add_argument("--master", metavar="URL", help="Spark master (default: a running session, else local[*])")
     p.add_argument("--backend", help="Keras backend: jax, tensorflow, torch (default: KERAS_BACKEND)")
@@ -134,9 +135,9 @@ def _features(df, args, input_shape) -> tuple[Any, str, str | None]:
         if missing:
             raise InputError(f"feature column(s) {missing} not found in {args.data!r}; the data has columns {df.columns}")
         numeric = (T.NumericType, T.BooleanType)
-        bad = [f"{c} ({df.schema[c].dataType.simpleString()})" for c in cols if not isinstance(df.schema[c].dataType, numeric)]
+        bad = [f"{c!r} ({df.schema[c].dataType.simpleString()})" for c in cols if not isinstance(df.schema[c].dataType, numeric)]
         if bad:
-            raise InputError(f"feature column(s) {bad} are not numeric; --feature-cols takes numeric columns")
+            raise InputError(f"feature column(s) {', '.join(bad)} not numeric; --feature-cols takes numeric columns")
         width = 1
         for d in input_shape:
             width *= int(d)
@@ -220,11 +221,20 @@ def _predict(args) -> int:
         raise InputError(str(exc)) from None
     try:
         df = _read(spark, args.data, in_format)
+        for name in (args.prediction_col, args.predicted_label_col):
+            if name and name in df.columns:
+                raise InputError(
+                    f"{args.data!r} already has a column {name!r}; name the output otherwise "
+                    "(--prediction-col / --predicted-label-col)"
+                )
         df, features_col, scratch = _features(df, args, input_shape)
         from distkeras.spark.inference import predict
 
         try:
-            out = predict(model, df, features_col, args.prediction_col, batch_size=args.batch_size, backend=args.backend)
+            out = predict(
+                model, df, features_col, args.prediction_col, batch_size=args.batch_size, backend=args.backend,
+                label_output_col=args.predicted_label_col or None,
+            )
         except ValueError as exc:
             raise InputError(str(exc)) from None
         if scratch:
