@@ -201,6 +201,14 @@ def prepare(
     return out, spec
 
 
+def features_as_array(df: "DataFrame", features_col: str = "features") -> "DataFrame":
+    """``df`` with ``features_col`` as ``array<float>`` (an ML Vector or a numeric array converted
+    as :func:`prepare` does), every other column kept: the input of Arrow inference."""
+    if features_col not in df.columns:
+        raise FeedError(f"features column {features_col!r} not found; the DataFrame has columns {df.columns}")
+    return df.withColumn(features_col, _float_array_expr(df, features_col, "features"))
+
+
 def partition_data(df: "DataFrame", num_workers: int) -> "DataFrame":
     """Exactly ``num_workers`` partitions, balanced by round-robin ``repartition(n)``."""
     if int(num_workers) < 1:
@@ -243,6 +251,11 @@ def _list_to_numpy(arr: "pa.Array", row_shape: tuple[int, ...], name: str) -> np
     if flat.dtype != np.float32:
         flat = flat.astype(np.float32)
     return flat.reshape((n, *row_shape))
+
+
+def arrow_features_to_numpy(arr: "pa.Array", input_shape: Iterable[int]) -> np.ndarray:
+    """An Arrow features column (a list of numbers per row) as float32 ``(n, *input_shape)``."""
+    return _list_to_numpy(arr, tuple(int(d) for d in input_shape), "features")
 
 
 def _label_to_numpy(arr: "pa.Array", name: str, num_classes: int | None, index: bool | None) -> np.ndarray:

@@ -85,7 +85,7 @@ def evaluate(model, df, features_col: str = "features", label_col: str = "label"
 
     spec_json, weights_b64 = _shipped(model)
     input_shape = _input_shape(model)
-    prepared = feed.prepare(df, features_col, label_col, input_shape=input_shape)
+    prepared, feed_spec = feed.prepare(df, features_col, label_col, input_shape=input_shape)
 
     def worker_fn(worker: int, attempt: int, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         from distkeras.backends import KerasAdapter, ModelSpec, select_backend
@@ -97,8 +97,9 @@ def evaluate(model, df, features_col: str = "features", label_col: str = "label"
         adapter.set_flat(decode_vector(weights_b64))
         return {"rows": int(x.shape[0]), "metrics": adapter.evaluate(x, y, batch_size=batch_size)}
 
+    # one task per partition of the DataFrame as it is (no shuffle)
     n = max(1, prepared.rdd.getNumPartitions())
-    summaries = tasks.run_workers(prepared, worker_fn, n)
+    summaries = tasks.run_workers(prepared, worker_fn, n, spec=feed_spec, repartition=False)
     rows = sum(s["rows"] for s in summaries)
     if rows == 0:
         raise ValueError("evaluate() got an empty DataFrame")
