@@ -9,8 +9,10 @@ on our side.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -80,15 +82,106 @@ def windows(stream, window: int):
         yield xs, ys
 
 
+#: Adapters built in this Python worker process, by (backend, model spec JSON), most recent last.
+#: Spark reuses Python workers across tasks and jobs, so a later run of the same model (another
+#: trainer, a retried task, the next training in a notebook) finds its model built and its window
+#: functions compiled (tracing + XLA compilation cost seconds per window length, more than a
+#: whole small training). Each entry keeps the optimizer's state as built, to start runs from.
+_ADAPTERS: "OrderedDict[tuple[str, str], tuple[Any, list[np.ndarray]]]" = OrderedDict()
+ADAPTER_CACHE_SIZE = 4
+
+
+def _fresh_optimizer_state(adapter) -> list[np.ndarray]:
+    """Build the optimizer's variables now (as the first window would) and copy their values."""
+    model = adapter.model
+    opt = model.optimizer
+    if not opt.built:
+        opt.build(model.trainable_variables)
+    return [np.array(v.numpy(), copy=True) for v in opt.variables]
+
+
+def _cache_key(spec) -> str:
+    """The spec's JSON without the optimizer's name: Keras numbers optimizer instances (adam,
+    adam_1, ...), and the name changes nothing in training. Model and layer names stay in the key."""
+    data = spec.to_dict()
+    opt = data.get("optimizer")
+    if isinstance(opt, dict) and isinstance(opt.get("config"), dict):
+        data["optimizer"] = {**opt, "config": {k: v for k, v in opt["config"].items() if k != "name"}}
+    return json.dumps(data, sort_keys=True, allow_nan=False)
+
+
+def cached_adapter(spec):
+    """A KerasAdapter for ``spec`` (weights excluded from the key), reused from an earlier task of
+    this process when there is one, with its optimizer state back to freshly built and its metrics
+    reset. The caller sets the weights (every run starts from the center or its initial vector)."""
+    from distkeras.backends import KerasAdapter
+    from distkeras.backends.select import imported_backend
+
+    key = (str(imported_backend()), _cache_key(spec))
+    hit = _ADAPTERS.get(key)
+    if hit is not None:
+        adapter, fresh = hit
+        _ADAPTERS.move_to_end(key)
+        for variable, value in zip(adapter.model.optimizer.variables, fresh):
+            variable.assign(value)
+        adapter.model.reset_metrics()
+        return adapter
+    adapter = KerasAdapter.from_spec(spec)
+    _ADAPTERS[key] = (adapter, _fresh_optimizer_state(adapter))
+    while len(_ADAPTERS) > ADAPTER_CACHE_SIZE:
+        _ADAPTERS.popitem(last=False)
+    return adapter
+
+
+def train_window(adapter, xs, ys, full: int) -> dict[str, float]:
+    """Train one window. A window shorter than ``full`` (a run's last) runs as one-step windows:
+    JAX compiles the fast path once per window length, and length 1 serves every remainder
+    (and every strategy) instead of compiling once more for each run's odd last window."""
+    if len(xs) == full or len(xs) == 1:
+        return adapter.train_window(xs, ys)
+    totals: dict[str, float] = {}
+    for xb, yb in zip(xs, ys):  # equal batch sizes: the window's mean is the mean of the steps
+        for key, value in adapter.train_window([xb], [yb]).items():
+            totals[key] = totals.get(key, 0.0) + value
+    return {key: value / len(xs) for key, value in totals.items()}
+
+
+def pulls_before_commit(strategy) -> bool:
+    """Asynchronous elastic averaging (AEASGD, EAMSGD: every strategy that is asynchronous and
+    keeps its own weights after a pull) computes e = α(w − c) against the center read right
+    before the exchange, as in Zhang et al.'s Algorithm 1. Against the center of the previous
+    exchange, the commits of the other p − 1 workers since then are pulled back p times over:
+    with α = 0.5 and 4 workers the center overshoots the workers' mean (β = pα = 2) and the run
+    oscillates or diverges. Synchronous EASGD needs no extra pull: nobody moves the center
+    between the end of one round and this worker's next commit."""
+    return strategy.exchanges and not strategy.synchronous and not strategy.replace_after_pull
+
+
+def exchange(strategy, client, wstate, local: np.ndarray, pulled: np.ndarray, samples: int):
+    """One exchange after a window of local steps: commit under ``strategy`` and take the new
+    center. Returns ``(wstate, local, pulled, info)``: the worker's new state and weights,
+    the center that the next commit is relative to, and the server's reply."""
+    if pulls_before_commit(strategy):
+        pulled, _clock = client.pull()
+        wstate, local, payload = strategy.commit(wstate, local, pulled)
+        _none, info = client.commit(payload, samples=samples, pull=False)
+        wstate, local = strategy.after_pull(wstate, local, pulled)  # keeps local (elastic)
+        return wstate, local, pulled, info
+    wstate, local, payload = strategy.commit(wstate, local, pulled)
+    center, info = client.commit(payload, samples=samples, pull=True)
+    wstate, local = strategy.after_pull(wstate, local, center)
+    return wstate, local, center, info
+
+
 def build_adapter(config: WorkerConfig):
-    from distkeras.backends import KerasAdapter, ModelSpec, select_backend
+    from distkeras.backends import ModelSpec, select_backend
 
     select_backend(config.backend)
     spec = ModelSpec.from_json(config.spec_json)
     strategy = get_strategy(config.strategy, **config.strategy_params)
     if strategy.worker_momentum is not None:
         spec = with_nesterov_momentum(spec, strategy.worker_momentum)
-    return KerasAdapter.from_spec(spec), strategy
+    return cached_adapter(spec), strategy
 
 
 def with_nesterov_momentum(spec, momentum: float):
@@ -109,6 +202,7 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y
     """Train on (x, y) under the configured strategy; return a JSON-able summary."""
     t_start = time.perf_counter()
     adapter, strategy = build_adapter(config)
+    t_built = time.perf_counter()
     n = int(x.shape[0])
     if n < config.batch_size:
         raise ValueError(
@@ -122,8 +216,10 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y
         "worker": worker,
         "attempt": attempt,
         "pid": os.getpid(),
+        "backend": adapter.backend,
         "rows": n,
         "batches_per_epoch": batches_per_epoch,
+        "build_seconds": t_built - t_start,  # Keras import (first task of a Python worker) + model
     }
     stream = batch_stream(x, y, config.batch_size, config.epochs, config.seed, worker)
 
@@ -147,6 +243,7 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y
         codec=get_codec(config.codec),
         retry_timeout=config.connect_timeout,
     )
+    summary["connect_seconds"] = time.perf_counter() - t_built
     try:
         center, _clock = client.pull()
         adapter.set_flat(center)
@@ -154,13 +251,9 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y
         pulled = center
         for xs, ys in windows(stream, window):
             t0 = time.perf_counter()
-            metrics = adapter.train_window(xs, ys)
+            metrics = train_window(adapter, xs, ys, window)
             t1 = time.perf_counter()
-            local = adapter.get_flat()
-            wstate, local, payload = strategy.commit(wstate, local, pulled)
-            center, info = client.commit(payload, samples=len(xs) * config.batch_size, pull=True)
-            wstate, local = strategy.after_pull(wstate, local, center)
-            pulled = center
+            wstate, local, pulled, info = exchange(strategy, client, wstate, adapter.get_flat(), pulled, len(xs) * config.batch_size)
             adapter.set_flat(local)
             t2 = time.perf_counter()
             history.append(
