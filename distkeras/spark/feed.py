@@ -262,11 +262,6 @@ def _list_to_numpy(arr: "pa.Array", row_shape: tuple[int, ...], name: str) -> np
     return flat.reshape((n, *row_shape))
 
 
-def arrow_features_to_numpy(arr: "pa.Array", input_shape: Iterable[int]) -> np.ndarray:
-    """An Arrow features column (a list of numbers per row) as float32 ``(n, *input_shape)``."""
-    return _list_to_numpy(arr, tuple(int(d) for d in input_shape), "features")
-
-
 def _label_to_numpy(arr: "pa.Array", name: str, num_classes: int | None, index: bool | None) -> np.ndarray:
     """A scalar label column: int32 class indices (checked integral and in range) or float32 values."""
     import pyarrow as pa
