@@ -77,12 +77,12 @@ def test_default_conf(monkeypatch):
 def test_session_reused_and_configured(spark):
     # No master: the running session is used as is, never replaced.
     assert S.get_or_create_session() is spark
-    assert S.get_or_create_session("local[2,2]") is spark
+    assert S.get_or_create_session("local[4,2]") is spark
     assert S.started_here(spark)
     conf = spark.sparkContext.getConf()
     assert conf.get("spark.scheduler.barrier.maxConcurrentTasksCheck.interval") == "1s"
     assert conf.get("spark.pyspark.python") == sys.executable
     assert spark.conf.get("spark.sql.execution.arrow.pyspark.enabled") == "true"
-    assert S.task_slots(spark) == 2
+    assert S.task_slots(spark) == 4
     with pytest.raises(ValueError, match="already runs in this process"):
         S.get_or_create_session("local[1]")

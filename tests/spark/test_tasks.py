@@ -67,7 +67,7 @@ def test_worker_exception_becomes_worker_error(data):
     # the worker's own traceback, down to the raising line
     assert "_inner_helper" in err.worker_traceback and "test_tasks.py" in err.worker_traceback
     assert 'raise ValueError(f"bad batch of' in msg
-    assert err.attempt == 1  # local[2,2]: Spark tried twice; the last attempt is reported
+    assert err.attempt == 1  # local[4,2]: Spark tried twice; the last attempt is reported
 
 
 def _flaky(worker_id, attempt, x, y):
@@ -100,14 +100,14 @@ def test_barrier_run(data):
 
 def test_barrier_too_many_workers_fails_fast(data, monkeypatch):
     t0 = time.monotonic()
-    with pytest.raises(NotEnoughSlotsError, match=r"needs 3 task slots at once; the cluster has 2; lower num_workers"):
-        run_workers(data, summarize, 3, barrier=True, strategy="SyncAveraging")
+    with pytest.raises(NotEnoughSlotsError, match=r"needs 5 task slots at once; the cluster has 4; lower num_workers"):
+        run_workers(data, summarize, 5, barrier=True, strategy="SyncAveraging")
     assert time.monotonic() - t0 < 30
     # Spark's own check (BarrierJobSlotsNumberCheckFailed), when ours is bypassed
     monkeypatch.setattr(tasks, "check_slots", lambda *a, **k: 99)
     t0 = time.monotonic()
-    with pytest.raises(NotEnoughSlotsError, match="strategy SyncAveraging is synchronous and needs 3 task slots") as info:
-        run_workers(data, summarize, 3, barrier=True, strategy="SyncAveraging")
+    with pytest.raises(NotEnoughSlotsError, match="strategy SyncAveraging is synchronous and needs 5 task slots") as info:
+        run_workers(data, summarize, 5, barrier=True, strategy="SyncAveraging")
     assert time.monotonic() - t0 < 30
     assert "BarrierJobSlotsNumberCheckFailed" in str(info.value)
 

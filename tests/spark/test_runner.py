@@ -1,0 +1,260 @@
+"""The Spark runner end to end: task retries with fencing, worker errors, too few slots, a real
+standalone cluster, the service always stopped, Arrow predict/evaluate; and the worker's own
+parts (exchanges, adapter reuse across tasks, a run's short last window) without Spark."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.training import WORKERS, accuracy, make_mlp, member_weights, mlp_probs, optimizer, trainer_kwargs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# --- the worker's parts, no Spark --------------------------------------------------------------
+
+
+class _FakeClient:
+    """Stands in for the PS client: a center that other workers have moved since this one pulled."""
+
+    def __init__(self, center):
+        self.center = np.asarray(center, np.float32)
+        self.ops: list[tuple[str, bool]] = []
+        self.payloads: list[np.ndarray] = []
+
+    def pull(self):
+        self.ops.append(("pull", True))
+        return self.center.copy(), 7
+
+    def commit(self, payload, samples=1, pull=True):
+        self.ops.append(("commit", pull))
+        self.payloads.append(np.array(payload))
+        self.center = self.center + payload
+        return (self.center.copy() if pull else None), {"status": "applied", "staleness": 0, "bytes_sent": payload.nbytes}
+
+
+@pytest.mark.parametrize("name", ["aeasgd", "eamsgd", "downpour", "adag", "easgd"])
+def test_exchange_commits_against_the_right_center(name):
+    """Elastic averaging (asynchronous) computes e = α(w − c) against the center read just before
+    the commit (Zhang et al., Algorithm 1); the DOWNPOUR family commits w − (the center its window
+    started from); synchronous EASGD needs no extra pull (nobody moves the center between rounds)."""
+    from distkeras.core.strategies import get_strategy
+    from distkeras.spark.worker import exchange
+
+    s = get_strategy(name)
+    pulled = np.zeros(4, np.float32)  # what this worker started its window from
+    current = np.full(4, 2.0, np.float32)  # the center now: other workers committed meanwhile
+    local = np.full(4, 1.0, np.float32)
+    client = _FakeClient(current)
+    wstate, new_local, new_pulled, info = exchange(s, client, s.init_worker(pulled), local.copy(), pulled, samples=16)
+    (payload,) = client.payloads
+    if name in ("aeasgd", "eamsgd"):
+        assert client.ops == [("pull", True), ("commit", False)]
+        np.testing.assert_allclose(payload, s.alpha * (local - current))  # e = 0.5 * (1 - 2)
+        np.testing.assert_allclose(new_local, local - payload)  # the worker moves towards the center
+        np.testing.assert_allclose(new_pulled, current)
+    else:
+        assert client.ops == [("commit", True)]
+        if name == "downpour":
+            np.testing.assert_allclose(payload, local - pulled)
+        elif name == "adag":
+            np.testing.assert_allclose(payload, (local - pulled) / s.window)
+        else:  # easgd: against the center of the last round
+            np.testing.assert_allclose(payload, s.alpha * (local - pulled))
+        np.testing.assert_allclose(new_pulled, current + payload)
+
+
+def test_cached_adapter_restarts_runs_like_a_fresh_model():
+    """A Python worker reuses its built model and compiled window functions for the next task of the
+    same spec (the optimizer's name aside), with the optimizer state back to fresh: the second run
+    trains exactly like the first. A run's short last window equals one window of those steps."""
+    from distkeras.backends import KerasAdapter, ModelSpec
+    from distkeras.data import load_digits
+    from distkeras.spark.worker import cached_adapter, train_window
+
+    x, y = load_digits("train")
+    xs, ys = x[: 12 * 16].reshape(12, 16, 64), y[: 12 * 16].reshape(12, 16)
+    spec = ModelSpec.from_model(make_mlp(), optimizer(), "sparse_categorical_crossentropy", ["accuracy"])
+    start = spec.weights.copy()
+
+    def run(adapter):
+        adapter.set_flat(start)
+        m1 = train_window(adapter, xs, ys, 12)
+        m2 = train_window(adapter, xs, ys, 12)
+        return adapter.get_flat(), m1, m2
+
+    first = cached_adapter(spec)
+    v1, a1, b1 = run(first)
+    again = ModelSpec.from_model(make_mlp(), optimizer(), "sparse_categorical_crossentropy", ["accuracy"])  # adam_N
+    second = cached_adapter(again)
+    assert second is first
+    v2, a2, b2 = run(second)
+    np.testing.assert_array_equal(v1, v2)
+    assert (a1, b1) == (a2, b2) and a1["loss"] > b1["loss"]
+    assert int(np.asarray(first.model.optimizer.iterations)) == 24
+    # a short last window (5 of 12 batches) runs as one-step windows: same steps as one window
+    short = cached_adapter(spec)
+    short.set_flat(start)
+    m_short = train_window(short, xs[:5], ys[:5], 12)
+    v_short = short.get_flat()
+    fresh = KerasAdapter.from_spec(spec.with_weights(start))
+    m_one = fresh.train_window(xs[:5], ys[:5])
+    np.testing.assert_allclose(v_short, fresh.get_flat(), rtol=1e-5, atol=1e-6)
+    assert m_short["loss"] == pytest.approx(m_one["loss"], rel=1e-4)
+    assert m_short["accuracy"] == pytest.approx(m_one["accuracy"], abs=1e-6)
+
+
+# --- Spark -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def services(monkeypatch):
+    """Every parameter-server service the runner starts during the test."""
+    from distkeras.spark import ps
+
+    started = []
+    real_serve = ps.serve
+
+    def serve(*args, **kwargs):
+        service = real_serve(*args, **kwargs)
+        started.append(service)
+        return service
+
+    monkeypatch.setattr(ps, "serve", serve)
+    return started
+
+
+def _assert_stopped(service) -> None:
+    host, port = service.address
+    with pytest.raises(OSError):
+        socket.create_connection((host, port), timeout=2).close()
+    assert not [t for t in threading.enumerate() if t.name == "distkeras-monitor" and t.is_alive()]
+
+
+@pytest.mark.slow
+def test_task_retry_fences_the_failed_attempt(spark, digits, monkeypatch, services):
+    """Worker 1's first attempt fails after 3 acknowledged commits; Spark (local[4,2]) retries it.
+    Its commits were applied once, the retry fences the old attempt off (a zombie connection of
+    that attempt sends a late commit: refused), and training completes."""
+    from distkeras.frontends.trainers import ADAG
+    from distkeras.spark import runner
+    from tests.spark import _runner_workers as rw
+
+    monkeypatch.setattr(runner, "run_worker", rw.run_worker_failing_once)
+    train_df, _, data = digits
+    trainer = ADAG(make_mlp(), **trainer_kwargs(spark=spark))
+    model = trainer.train(train_df)
+    h = trainer.history
+    assert [(w["worker"], w["attempt"]) for w in h.workers] == [(0, 0), (1, 1), (2, 0), (3, 0)]
+    recorded = len(h.commits)  # the successful attempts' commits, as their workers recorded them
+    s = h.server
+    assert s["commits_applied"] == recorded + rw.ACKED_BEFORE_FAILURE
+    assert s["duplicates"] == 0
+    assert s["rejected"].get("fenced", 0) >= 1 and s["rejected_total"] == s["rejected"]["fenced"]
+    w1 = s["workers"]["1"]
+    assert w1["attempt"] == 1
+    assert w1["commits"] == rw.ACKED_BEFORE_FAILURE + len([c for c in h.commits if c["worker"] == 1])
+    assert accuracy(mlp_probs(model.get_weights(), data.x_test), data.y_test) >= 0.85  # no 1e3 commit got in
+    _assert_stopped(services[0])
+
+
+@pytest.mark.slow
+def test_worker_error_reaches_the_driver_and_the_service_stops(spark, digits, monkeypatch, services):
+    from distkeras.frontends.trainers import ADAG
+    from distkeras.spark import runner
+    from distkeras.spark.errors import WorkerError
+    from tests.spark import _runner_workers as rw
+
+    monkeypatch.setattr(runner, "run_worker", rw.run_worker_raising)
+    train_df, _, _ = digits
+    trainer = ADAG(make_mlp(), **trainer_kwargs(spark=spark, num_epoch=1))
+    with pytest.raises(WorkerError) as info:
+        trainer.train(train_df)
+    err = info.value
+    assert err.worker_id == 2 and err.exc_type == "ValueError" and err.attempt == 1  # after Spark's retry
+    assert "worker 2 found a corrupt shard of" in str(err) and "(injected)" in err.worker_message
+    assert "run_worker_raising" in err.worker_traceback
+    (service,) = services
+    _assert_stopped(service)
+
+
+@pytest.mark.slow
+def test_too_few_slots_for_a_synchronous_strategy(spark, digits, services):
+    from distkeras.frontends.trainers import LocalSGD
+    from distkeras.spark.errors import NotEnoughSlotsError
+
+    train_df, _, _ = digits
+    trainer = LocalSGD(make_mlp(), **trainer_kwargs(spark=spark, num_workers=8))
+    t0 = time.monotonic()
+    with pytest.raises(NotEnoughSlotsError, match=r"strategy localsgd is synchronous and needs 8 task slots at once; the cluster has 4"):
+        trainer.train(train_df)
+    assert time.monotonic() - t0 < 30
+    (service,) = services
+    _assert_stopped(service)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="checks executor JVMs through /proc")
+def test_training_on_a_standalone_cluster(standalone_cluster):
+    """ADAG with 2 workers against a real standalone master + worker on 127.0.0.1 (in a subprocess:
+    one SparkContext per process): the workers run in an executor JVM, not the driver's."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("_standalone_train.py")), standalone_cluster.master_url],
+        env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["master"] == standalone_cluster.master_url
+    assert [w["worker"] for w in out["workers"]] == [0, 1]
+    for w in out["workers"]:
+        assert w["backend"] == os.environ["KERAS_BACKEND"]
+        assert w["pid"] != out["driver_pid"] and w["jvm"] is not None and w["jvm"] != out["driver_jvm"]
+        assert w["commits"] > 0
+    assert out["commits_applied"] == sum(w["commits"] for w in out["workers"])
+    assert out["accuracy"] >= 0.85, out
+
+
+@pytest.mark.slow
+def test_predict_and_evaluate_through_arrow(spark, digits):
+    import keras
+
+    from distkeras.backends import ModelSpec
+    from distkeras.backends.ensemble import build_ensemble
+    from distkeras.spark.inference import evaluate, predict
+
+    _, test_df, data = digits
+    model = make_mlp(seed=3)
+    model.compile(optimizer=optimizer(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    out = predict(model, test_df).toArrow()
+    assert out.column_names == ["features", "label", "prediction", "predicted_label"]
+    x = np.asarray(out.column("features").to_pylist(), np.float32)
+    got = np.asarray(out.column("prediction").to_pylist(), np.float32)
+    want = model.predict(x, verbose=0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert out.column("predicted_label").to_pylist() == want.argmax(axis=1).tolist()
+    assert sorted(map(tuple, x.tolist())) == sorted(map(tuple, data.x_test.tolist()))  # every row once
+
+    metrics = evaluate(model, test_df)
+    loss, acc = model.evaluate(data.x_test, data.y_test, verbose=0)
+    assert metrics["loss"] == pytest.approx(loss, abs=1e-4) and metrics["accuracy"] == pytest.approx(acc, abs=1e-4)
+
+    # an ensemble (what EnsembleTrainer returns) predicts with the mean of its members' outputs
+    spec = ModelSpec.from_model(make_mlp(), optimizer(), "sparse_categorical_crossentropy", ["accuracy"])
+    members = [np.concatenate([w.ravel() for w in make_mlp(seed=10 + i).get_weights()]).astype(np.float32) for i in range(3)]
+    ensemble = build_ensemble(spec, members)
+    out = predict(ensemble, test_df).toArrow()
+    x = np.asarray(out.column("features").to_pylist(), np.float32)
+    mean = np.mean([mlp_probs(member_weights(m), x) for m in members], axis=0)
+    np.testing.assert_allclose(np.asarray(out.column("prediction").to_pylist()), mean, rtol=1e-4, atol=1e-6)
+    assert isinstance(ensemble, keras.Model)
