@@ -9,7 +9,6 @@ mean metrics such as loss and accuracy).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -21,8 +20,8 @@ def _shipped(model) -> tuple[str, str]:
     """A live Keras model as (spec JSON, base64 weights): plain data for the task closure."""
     from distkeras.backends import ModelSpec
 
-    compiled = getattr(model, "compiled", False)
-    spec = ModelSpec.from_model(model, None if compiled else "sgd", None if compiled else "mse") if not compiled else ModelSpec.from_model(model)
+    # an uncompiled model still needs an optimizer and a loss in its spec; predict uses neither
+    spec = ModelSpec.from_model(model) if getattr(model, "compiled", False) else ModelSpec.from_model(model, "sgd", "mse")
     return spec.to_json(), encode_vector(spec.weights)
 
 
@@ -127,4 +126,4 @@ def evaluate(model, df, features_col: str = "features", label_col: str = "label"
     return {k: float(sum(s["metrics"][k] * s["rows"] for s in summaries if s["rows"]) / rows) for k in keys}
 
 
-__all__ = ["collect_numpy", "evaluate", "predict", "json"]
+__all__ = ["collect_numpy", "evaluate", "predict"]
