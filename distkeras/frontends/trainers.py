@@ -12,7 +12,10 @@ features column and a label column::
 
 ``backend=`` picks "tensorflow" or "jax" for the workers (default: ``KERAS_BACKEND``);
 ``codec=`` compresses commits ("none", "fp16", "int8", "topk:0.01"); ``shards=`` splits the
-parameter server over processes; ``checkpoint=`` writes checkpoints to an fsspec URL.
+parameter server over processes; ``checkpoint=`` writes checkpoints to an fsspec URL;
+``repartition=False`` takes the DataFrame's partitions as the workers' shards (exactly
+``num_workers`` of them, e.g. cached after ``df.repartition(num_workers)``) instead of
+shuffling the data into balanced shards at every ``train``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class Trainer:
         checkpoint_every: int = 100,
         seed: int = 0,
         progress: bool = True,
+        repartition: bool = True,
         spark=None,
         **strategy_params: Any,
     ):
@@ -79,6 +83,7 @@ class Trainer:
         self.checkpoint_every = int(checkpoint_every)
         self.seed = int(seed)
         self.progress = progress
+        self.repartition = bool(repartition)
         self.spark = spark
         self.history = None
         self.members: list[np.ndarray] = []
@@ -98,6 +103,7 @@ class Trainer:
             seed=self.seed,
             progress=self.progress,
             input_shape=self.input_shape,
+            repartition=self.repartition,
         )
 
     def train(self, df, validation=None):

@@ -50,6 +50,10 @@ class RunOptions:
     seed: int = 0
     progress: bool = True
     input_shape: tuple[int, ...] | None = None
+    # False: the DataFrame's partitions are the workers' shards as they are (exactly num_workers
+    # of them, e.g. a DataFrame cached after repartition(num_workers)), which saves shuffling
+    # the whole data set at every run; True: round-robin repartition (balanced, mixed shards).
+    repartition: bool = True
 
 
 def _server_stats(service) -> dict:
@@ -198,10 +202,18 @@ def run_training(spec, df, strategy: Strategy, options: RunOptions, *, features_
             return run_worker(WorkerConfig(**cfg), worker, attempt, x, y)
 
         t1 = time.perf_counter()
+        history.timings["job_submitted_at"] = time.time()
         monitor = _Monitor(service, total, epoch_samples, options.epochs, options.progress, strategy.name, evaluate_center)
         with monitor:
             summaries = tasks.run_workers(
-                prepared, worker_fn, num_workers, barrier=strategy.synchronous, spark=spark, spec=feed_spec, strategy=strategy.name
+                prepared,
+                worker_fn,
+                num_workers,
+                barrier=strategy.synchronous,
+                spark=spark,
+                spec=feed_spec,
+                strategy=strategy.name,
+                repartition=options.repartition,
             )
         history.timings["train_seconds"] = time.perf_counter() - t1
         members: list[np.ndarray] = []
