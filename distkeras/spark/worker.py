@@ -200,6 +200,7 @@ def with_nesterov_momentum(spec, momentum: float):
 
 def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Train on (x, y) under the configured strategy; return a JSON-able summary."""
+    started_at = time.time()  # wall clock, to line up with the driver's (same clock in local mode)
     t_start = time.perf_counter()
     adapter, strategy = build_adapter(config)
     t_built = time.perf_counter()
@@ -217,6 +218,7 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y
         "attempt": attempt,
         "pid": os.getpid(),
         "backend": adapter.backend,
+        "started_at": started_at,
         "rows": n,
         "batches_per_epoch": batches_per_epoch,
         "build_seconds": t_built - t_start,  # Keras import (first task of a Python worker) + model
