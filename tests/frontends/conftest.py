@@ -17,16 +17,17 @@ def keras():
 
 
 @pytest.fixture(scope="session")
-def digits():
+def digits_arrays():
+    """The bundled digits as NumPy arrays: (x_train, y_train, x_test, y_test)."""
     from distkeras.data import load_digits
 
     return load_digits("both")
 
 
 @pytest.fixture(scope="session")
-def digits_model(keras, digits):
+def digits_model(keras, digits_arrays):
     """A small MLP trained a little on the digits (in process, a second or two)."""
-    x_train, y_train, _, _ = digits
+    x_train, y_train, _, _ = digits_arrays
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10, activation="softmax")])
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])

@@ -62,11 +62,11 @@ def test_fit_errors(spark, keras):
         KerasEstimator(model=_mlp(keras), featuresCol="missing").fit(df)
 
 
-def _digits_frames(spark, digits):
+def _digits_frames(spark, digits_arrays):
     """Digits as 64 numeric pixel columns and a string class name (what a CSV would give)."""
     import pandas as pd
 
-    x_train, y_train, x_test, y_test = digits
+    x_train, y_train, x_test, y_test = digits_arrays
 
     def frame(x, y, offset):
         pdf = pd.DataFrame(x.astype(np.float64), columns=PIXELS)
@@ -82,11 +82,11 @@ def _rows(df, cols):
     return [[r[c] for c in cols] for r in rows]
 
 
-def test_pipeline_fit_save_load_identical_predictions(spark, keras, digits, tmp_path):
+def test_pipeline_fit_save_load_identical_predictions(spark, keras, digits_arrays, tmp_path):
     from pyspark.ml import Pipeline, PipelineModel
     from pyspark.ml.feature import StandardScaler, StringIndexer, VectorAssembler
 
-    train, test = _digits_frames(spark, digits)
+    train, test = _digits_frames(spark, digits_arrays)
     train.cache()
     est = KerasEstimator(
         model=_mlp(keras),
@@ -133,7 +133,7 @@ def test_pipeline_fit_save_load_identical_predictions(spark, keras, digits, tmp_
     assert out.schema["prediction"].dataType.simpleString() == "array<float>"
     rows = _rows(out, ["prediction", "predicted_label", "label"])
     probs = np.array([r[0] for r in rows], np.float32)
-    assert probs.shape == (len(digits[2]), 10)
+    assert probs.shape == (len(digits_arrays[2]), 10)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
     accuracy = float(np.mean([r[1] == int(r[2]) for r in rows]))
     assert accuracy > 0.85, accuracy

@@ -24,7 +24,7 @@ def test_normalize_url(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["local", "file_url", "memory"])
-def test_round_trip(where, tmp_path, digits_model, digits):
+def test_round_trip(where, tmp_path, digits_model, digits_arrays):
     url = {
         "local": str(tmp_path / "new" / "dir" / "digits.keras"),
         "file_url": "file://" + str(tmp_path / "digits.keras"),
@@ -32,7 +32,7 @@ def test_round_trip(where, tmp_path, digits_model, digits):
     }[where]
     written = save_model(digits_model, url)
     loaded = load_model(url)
-    x = digits[2][:50] / 16.0
+    x = digits_arrays[2][:50] / 16.0
     np.testing.assert_array_equal(predict_np(loaded, x), predict_np(digits_model, x))
     assert loaded.compiled and loaded.loss == "sparse_categorical_crossentropy"
     if where != "memory":

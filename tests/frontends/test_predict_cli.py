@@ -44,7 +44,7 @@ def _write_parquet(path, x, with_columns=False):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX paths")
-def test_predict_end_to_end_subprocess(tmp_path, model_file, digits_model, digits):
+def test_predict_end_to_end_subprocess(tmp_path, model_file, digits_model, digits_arrays):
     pytest.importorskip("pyspark")
     from distkeras.spark.session import check_java
 
@@ -52,7 +52,7 @@ def test_predict_end_to_end_subprocess(tmp_path, model_file, digits_model, digit
         check_java()
     except Exception as exc:  # no Java here: nothing to run end to end
         pytest.skip(str(exc).splitlines()[0])
-    x = digits[2][:200] / 16.0
+    x = digits_arrays[2][:200] / 16.0
     data = str(tmp_path / "test.parquet")
     _write_parquet(data, x)
     out = str(tmp_path / "pred.parquet")
@@ -87,9 +87,9 @@ def test_no_java_is_one_clear_message(tmp_path, model_file):
     assert proc.stderr.startswith("distkeras predict: error:")
 
 
-def test_feature_cols_to_csv_in_process(spark, tmp_path, model_file, digits_model, digits, capsys):
+def test_feature_cols_to_csv_in_process(spark, tmp_path, model_file, digits_model, digits_arrays, capsys):
     """--feature-cols assembles numeric columns (VectorAssembler); CSV gets one column per output."""
-    x = digits[2][:40] / 16.0
+    x = digits_arrays[2][:40] / 16.0
     data = str(tmp_path / "cols.parquet")
     _write_parquet(data, x, with_columns=True)
     out = str(tmp_path / "pred.csv")

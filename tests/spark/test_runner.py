@@ -258,3 +258,23 @@ def test_predict_and_evaluate_through_arrow(spark, digits):
     mean = np.mean([mlp_probs(member_weights(m), x) for m in members], axis=0)
     np.testing.assert_allclose(np.asarray(out.column("prediction").to_pylist()), mean, rtol=1e-4, atol=1e-6)
     assert isinstance(ensemble, keras.Model)
+
+
+@pytest.mark.slow
+def test_repartition_false_takes_the_partitions_as_shards(spark, digits):
+    """``repartition=False``: each worker trains on one partition as it is (no shuffle per run);
+    a partition count other than num_workers is a clear error."""
+    from pyspark.sql import functions as F
+
+    from distkeras.frontends.trainers import ADAG
+
+    train_df, _, data = digits
+    df = train_df.repartition(WORKERS).cache()
+    sizes = sorted(r[1] for r in df.groupBy(F.spark_partition_id()).count().collect())
+    trainer = ADAG(make_mlp(), **trainer_kwargs(spark=spark, repartition=False))
+    model = trainer.train(df)
+    assert sorted(w["rows"] for w in trainer.history.workers) == sizes
+    assert accuracy(mlp_probs(model.get_weights(), data.x_test), data.y_test) >= 0.85
+    with pytest.raises(ValueError, match=f"repartition=False, but the DataFrame has {WORKERS} partitions for 3 workers"):
+        ADAG(make_mlp(), **trainer_kwargs(spark=spark, repartition=False, num_workers=3)).train(df)
+    df.unpersist()
