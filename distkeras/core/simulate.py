@@ -39,9 +39,10 @@ Rules of the simulated run:
 * a rejected commit (e.g. a diverged worker's NaNs): an asynchronous worker restarts from
   the center (fresh momentum and codec residual); a synchronous one leaves so that the
   round can close; both are counted;
-* the elastic strategies compute e = α(w − c) against the center received at the previous
-  exchange, as the worker loop of ``strategies/base.py`` does (one round trip per window);
-  Zhang et al.'s Algorithm 1 reads the center right before computing e;
+* the asynchronous elastic strategies (AEASGD, EAMSGD) read the center right before they
+  compute e = α(w − c), as Zhang et al.'s Algorithm 1 and the Spark worker do
+  (``Strategy.pulls_before_commit``); synchronous EASGD commits against the center of the
+  round it was released with, which nobody has moved since;
 * ``ensemble`` trains ``workers`` independent models and predicts with the mean of their
   class probabilities.
 """
@@ -512,6 +513,8 @@ def _run_exchanging(strategy: Strategy, codec, workers, model, init_rng, delay, 
         now, _, k = heapq.heappop(heap)
         sim_time = now
         w = workers[k]
+        if strategy.pulls_before_commit:
+            pull(w)  # after_pull keeps the elastic worker's weights; only the center is fresh
         w.wstate, w.local, payload = strategy.commit(w.wstate, w.local, w.pulled)
         encoded, w.cstate = codec.encode(payload, w.cstate)
         nbytes = encoded_nbytes(encoded)
@@ -574,22 +577,26 @@ ELASTIC_BETA = 0.9  # Zhang et al. 2015 run the EASGD family with β = p·α = 0
 def stability_note(strategy: Strategy, workers: int) -> str | None:
     """Why the literature expects ``strategy`` to fail with ``workers`` workers, or None.
 
-    The EASGD family (Zhang, Choromanska, LeCun, NIPS 2015) pulls the center towards each of
-    the p workers with moving rate α: over a round of p commits the center moves by
-    β = p·α times its distance to the workers' average, c ← (1 − β) c + β·mean(w). With
-    β > 1 it overshoots that average (and for β > 2 the distance grows every round). The
-    paper runs its experiments with β = 0.9, α = β/p.
+    The EASGD family (Zhang, Choromanska, LeCun, NIPS 2015) pulls the center towards the
+    workers with moving rate α. Synchronous EASGD applies the p commits of a round against the
+    same center, so the center moves by β = p·α times its distance to the workers' average,
+    c ← (1 − β) c + β·mean(w): with β > 1 it overshoots that average (and for β > 2 the distance
+    grows every round); the paper runs its experiments with β = 0.9, α = β/p. The asynchronous
+    variants (AEASGD, EAMSGD) read the center right before each commit
+    (``Strategy.pulls_before_commit``), so each commit moves it a fraction α ≤ 1 (checked when
+    the strategy is built) of its distance to one worker: no note, whatever p.
     """
     alpha = getattr(strategy, "alpha", None)
-    if alpha is not None and strategy.name in ("aeasgd", "eamsgd", "easgd") and workers * alpha > 1.0:
-        rho = ELASTIC_BETA / workers / strategy.learning_rate
-        return (
-            f"alpha={alpha:g} with {workers} workers gives beta=p*alpha={workers * alpha:g} > 1: each round of "
-            f"commits moves the center {workers * alpha:g}x its distance to the workers' average, overshooting it; "
-            f"Zhang, Choromanska & LeCun, Deep learning with Elastic Averaging SGD, NIPS 2015, use beta=0.9 "
-            f"(alpha=0.9/p); --param rho={rho:.4g} gives that here"
-        )
-    return None
+    if alpha is None or strategy.replace_after_pull or strategy.pulls_before_commit or not strategy.exchanges:
+        return None
+    if workers * alpha <= 1.0:
+        return None
+    rho = ELASTIC_BETA / workers / strategy.learning_rate
+    return (
+        f"alpha={alpha:g} with {workers} workers gives beta=p*alpha={workers * alpha:g} > 1: each round of "
+        f"commits moves the center {workers * alpha:g}x its distance to the workers' average, overshooting it; "
+        f"Zhang, Choromanska & LeCun, Deep learning with Elastic Averaging SGD, NIPS 2015, use beta=0.9 (alpha=0.9/p); --param rho={rho:.4g} gives that here"
+    )
 
 
 def warnings_for(summary: dict[str, Any]) -> list[str]:

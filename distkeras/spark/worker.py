@@ -146,22 +146,11 @@ def train_window(adapter, xs, ys, full: int) -> dict[str, float]:
     return {key: value / len(xs) for key, value in totals.items()}
 
 
-def pulls_before_commit(strategy) -> bool:
-    """Asynchronous elastic averaging (AEASGD, EAMSGD: every strategy that is asynchronous and
-    keeps its own weights after a pull) computes e = α(w − c) against the center read right
-    before the exchange, as in Zhang et al.'s Algorithm 1. Against the center of the previous
-    exchange, the commits of the other p − 1 workers since then are pulled back p times over:
-    with α = 0.5 and 4 workers the center overshoots the workers' mean (β = pα = 2) and the run
-    oscillates or diverges. Synchronous EASGD needs no extra pull: nobody moves the center
-    between the end of one round and this worker's next commit."""
-    return strategy.exchanges and not strategy.synchronous and not strategy.replace_after_pull
-
-
 def exchange(strategy, client, wstate, local: np.ndarray, pulled: np.ndarray, samples: int):
     """One exchange after a window of local steps: commit under ``strategy`` and take the new
     center. Returns ``(wstate, local, pulled, info)``: the worker's new state and weights,
     the center that the next commit is relative to, and the server's reply."""
-    if pulls_before_commit(strategy):
+    if strategy.pulls_before_commit:  # AEASGD, EAMSGD: e = α(w − c) against the newest center
         pulled, _clock = client.pull()
         wstate, local, payload = strategy.commit(wstate, local, pulled)
         _none, info = client.commit(payload, samples=samples, pull=False)

@@ -88,8 +88,10 @@ def test_progress_on_request(capsys):
 
 
 def test_stability_warning_on_stderr(capsys):
-    assert main(["simulate", "--strategy", "aeasgd", "--workers", "4", "--epochs", "1", "--quiet", "--json"]) == 0
-    assert "Zhang, Choromanska & LeCun" in capsys.readouterr().err
+    assert main(["simulate", "--strategy", "easgd", "--workers", "40", "--epochs", "1", "--quiet", "--json"]) == 0
+    assert "beta=p*alpha=2 > 1" in capsys.readouterr().err  # α = 0.05, synchronous
+    assert main(["simulate", "--strategy", "aeasgd", "--workers", "8", "--epochs", "1", "--quiet", "--json"]) == 0
+    assert "Zhang" not in capsys.readouterr().err  # asynchronous, α = 0.5 < 1: stable
 
 
 def test_all_prints_the_comparison(capsys):

@@ -93,6 +93,19 @@ class Strategy:
         if self.window is not None:
             _check_positive_int("window", self.window)
 
+    @property
+    def pulls_before_commit(self) -> bool:
+        """Whether a worker reads the center right before it commits.
+
+        Asynchronous elastic averaging (AEASGD, EAMSGD: asynchronous, and the worker keeps its
+        own weights after a pull) computes e = α(w − c) against the center read just before the
+        exchange, as in Zhang, Choromanska & LeCun (NIPS 2015), Algorithm 1. Against the center
+        of the previous exchange, the commits of the other p − 1 workers since then are pulled
+        back p times over: with α = 0.5 and 4 workers the center overshoots the workers' mean
+        (β = pα = 2) and the run oscillates or diverges. Synchronous EASGD needs no extra pull:
+        nobody moves the center between the end of one round and a worker's next commit."""
+        return self.exchanges and not self.synchronous and not self.replace_after_pull
+
     # -- parameters ---------------------------------------------------------------
     def params(self) -> dict[str, Any]:
         """Hyperparameters as a plain dict (for the CLI, the wire and checkpoints)."""

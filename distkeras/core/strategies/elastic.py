@@ -16,8 +16,9 @@ class AEASGD(Strategy):
     """Asynchronous Elastic Averaging SGD — Zhang, Choromanska, LeCun, "Deep learning with
     Elastic Averaging SGD", NIPS 2015 (Algorithm 1).
 
-    Every λ steps: e = α (w − c_pulled) with α = ρ·η; the worker moves ``w ← w − e`` and
-    commits e; the server applies ``c ← c + e``. The worker keeps its own w after the pull.
+    Every λ steps: e = α (w − c) with α = ρ·η, where c is the center read right before the
+    commit (``pulls_before_commit``); the worker moves ``w ← w − e`` and commits e; the server
+    applies ``c ← c + e``. The worker keeps its own w after the pull.
     """
 
     name: ClassVar[str] = "aeasgd"
