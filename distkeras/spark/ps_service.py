@@ -31,6 +31,7 @@ round trip; for synchronous strategies that reply waits until the round closes.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import threading
 import time
@@ -264,7 +265,10 @@ class ParameterServerService:
         with self._lock:
             conns = list(self._conns)
             for c in conns:
-                if not c.busy:
+                # Idle connections are closed now; one whose next request has begun to arrive
+                # (bytes unread in the socket: its thread may not have marked it busy yet) is
+                # served first, like a busy one.
+                if not c.busy and not _has_unread_bytes(c.sock):
                     _shutdown(c.sock)
         deadline = time.monotonic() + self.drain_timeout
         for c in conns:
@@ -603,6 +607,16 @@ def _linger(sock: socket.socket, timeout: float = 0.5, quiet: float = 0.02, limi
             limit -= len(chunk)
     except OSError:
         pass
+
+
+def _has_unread_bytes(sock: socket.socket) -> bool:
+    """Whether ``sock`` has bytes waiting to be read (or an EOF to report), without reading."""
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):  # closed already
+        return False
 
 
 def _shutdown(sock: socket.socket) -> None:

@@ -559,7 +559,21 @@ def test_client_refuses_a_restarted_server_with_another_layout():
         other.stop()
 
 
-def test_stop_lets_a_commit_in_flight_finish(tmp_path):
+@pytest.mark.parametrize("thread_late", [False, True], ids=["thread-waiting", "thread-late"])
+def test_stop_lets_a_commit_in_flight_finish(tmp_path, monkeypatch, thread_late):
+    """``thread-late``: the connection's thread has not yet woken for the request's first bytes
+    when stop() begins (a loaded machine), so the connection does not look busy; the unread
+    bytes keep it open all the same."""
+    if thread_late:
+        from distkeras.spark.framing import FrameReader
+
+        wait_start = FrameReader.wait_start
+
+        def late(self):
+            time.sleep(0.5)
+            return wait_start(self)
+
+        monkeypatch.setattr(FrameReader, "wait_start", late)
     svc = service(size=1000, checkpoint=str(tmp_path))
     sock, reader, _ = authenticate(svc.address, worker=0)
     frame = b"".join(bytes(p) for p in pack_parts("commit", seq=0, samples=1, pull=True, update={"codec": "none", "values": np.ones(1000, F32)}))
