@@ -529,7 +529,8 @@ def _run_exchanging(strategy: Strategy, codec, workers, model, init_rng, delay, 
                 tracker.add(w.pending_samples, lambda: [server.state.center], now)
             if w.steps_left:
                 if res.ok:
-                    pull(w)
+                    if not strategy.pulls_before_commit:  # those pull right before their next commit
+                        pull(w)
                 else:  # restart from the center (e.g. the worker diverged): fresh weights, optimizer, codec
                     pull(w, first=True)
                     w.cstate = codec.init_state(size)

@@ -79,6 +79,9 @@ def test_bytes_sent_follow_the_codec():
     assert top["codec"] == "topk:0.01"
     # one pull to start, one after every commit but each worker's last: as many pulls as commits
     assert none["bytes_received"] == none["commits"] * 4 * size
+    # AEASGD pulls right before each commit instead (Zhang et al., Algorithm 1), not after it
+    elastic = run("aeasgd", 2, epochs=1, window=4).summary
+    assert elastic["bytes_received"] == (2 + elastic["commits"]) * 4 * size
 
 
 def test_delay_schedules():
