@@ -17,8 +17,9 @@ import sys
 
 import pytest
 
+from tests.support import ROOT, child_env
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
 WORKER = os.path.join(HERE, "_worker.py")
 
 CHECKS = [
@@ -48,13 +49,7 @@ CROSS = installed("tensorflow") and installed("jax")
 
 def run_worker(backend: str, tasks: list[str], workdir: str) -> dict:
     out = os.path.join(workdir, f"report_{backend}_{tasks[-1]}.json")
-    env = dict(os.environ)
-    env.update(
-        KERAS_BACKEND=backend,
-        KERAS_HOME=os.path.join(workdir, "keras_home"),
-        TF_CPP_MIN_LOG_LEVEL="2",
-        PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""),
-    )
+    env = child_env(KERAS_BACKEND=backend, KERAS_HOME=os.path.join(workdir, "keras_home"), TF_CPP_MIN_LOG_LEVEL="2")
     cmd = [sys.executable, WORKER, "--backend", backend, "--tasks", ",".join(tasks), "--workdir", workdir, "--out", out]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0 or not os.path.exists(out):

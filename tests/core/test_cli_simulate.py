@@ -1,20 +1,16 @@
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from distkeras.core.strategies import STRATEGIES
 from distkeras.frontends.cli import COMMAND_MODULES, main
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT, child_env
 
 
 def cli(*args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "distkeras", *args], capture_output=True, env=env, cwd=ROOT, timeout=120)
+    return subprocess.run([sys.executable, "-m", "distkeras", *args], capture_output=True, env=child_env(), cwd=ROOT, timeout=120)
 
 
 def test_simulate_is_registered():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,17 +12,15 @@ import pytest
 from distkeras.frontends.cli import main
 from distkeras.frontends.model_io import save_model
 
+from tests.support import child_env
+
 from .conftest import predict_np
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _env(**extra):
-    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    env.update(extra)
-    return env
+    return child_env(**{"KERAS_BACKEND": "jax", **extra})
 
 
 @pytest.fixture(scope="module")

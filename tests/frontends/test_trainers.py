@@ -10,19 +10,16 @@ TensorFlow. Accuracies are computed with a NumPy forward pass of the returned mo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.support import child_env, run_json_script
 from tests.training import MIN_ACCURACY, WORKERS, accuracy, make_mlp, member_weights, mlp_probs, trainer_kwargs
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 
 TRAINERS = [
     "SingleTrainer",
@@ -38,8 +35,6 @@ TRAINERS = [
     "LocalSGD",
     "DiLoCo",
 ]
-ASYNC = {"DOWNPOUR", "ADAG", "DynSGD", "AEASGD", "EAMSGD", "Experimental"}
-SYNC = {"AveragingTrainer", "EASGD", "LocalSGD", "DiLoCo"}
 
 
 @pytest.fixture(scope="module")
@@ -140,18 +135,8 @@ def test_two_trainers_on_tensorflow():
     """ADAG (asynchronous) and LocalSGD (synchronous, barrier) with KERAS_BACKEND=tensorflow on
     the driver and the executors, in a subprocess with its own local[4] SparkSession."""
     pytest.importorskip("tensorflow")
-    env = dict(
-        os.environ,
-        KERAS_BACKEND="tensorflow",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    )
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("_tf_trainers.py")), "ADAG,LocalSGD"],
-        env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    env = child_env(KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    out = run_json_script(Path(__file__).with_name("_tf_trainers.py"), "ADAG,LocalSGD", env=env)
     print("\ntest accuracy (TensorFlow, 4 workers):", json.dumps({k: round(v["accuracy"], 3) for k, v in out["runs"].items()}))
     assert out["backend"] == "tensorflow"
     for name, run in out["runs"].items():

@@ -21,7 +21,7 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("multipart" if __import__("importlib").util.find_spec("python_multipart") is None else "python_multipart")
 httpx = pytest.importorskip("httpx")
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT, child_env, wait_for  # noqa: E402  (wait_for: for the test modules)
 FAKE_JOB = Path(__file__).with_name("fake_job.py")
 
 
@@ -43,8 +43,7 @@ def registered_commands() -> set[str]:
 
 
 def env_with_root() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    env = child_env()
     env.pop("DISTKERAS_PUNCHCARD_TOKEN", None)
     return env
 
@@ -118,11 +117,8 @@ class Server:
     def token(self, name: str) -> str:
         from distkeras.punchcard.store import Store
 
-        store = Store(self.db)
-        try:
+        with Store(self.db) as store:
             return store.add_token(name)
-        finally:
-            store.close()
 
     def job_dir(self, job_id: str) -> Path:
         return self.workdir / "jobs" / job_id
@@ -152,16 +148,6 @@ SAFE_CONFIG = {
         ],
     },
 }
-
-
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
 
 
 @pytest.fixture(scope="session")

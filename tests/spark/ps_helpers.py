@@ -8,12 +8,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 from distkeras.core import wire
 from distkeras.spark.framing import FrameReader, pack_parts, send_parts
+from tests.support import ROOT, child_env
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = b"test-secret-0123456789abcdef"
 
 
@@ -85,15 +84,9 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "distkeras.frontends.commands.ps", *args]
 
 
-def env() -> dict:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = str(ROOT) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
-    return e
-
-
 def start_cli(*args: str, timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
     """Start ``distkeras ps serve ARGS``; return the process and the address line's addresses."""
-    proc = subprocess.Popen(cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+    proc = subprocess.Popen(cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=ROOT)
     line = _readline(proc, timeout)
     if not line.startswith("listening on "):
         proc.kill()
@@ -112,11 +105,3 @@ def _readline(proc: subprocess.Popen, timeout: float) -> str:
     return out[0]
 
 
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")

@@ -11,7 +11,8 @@ from distkeras.core.server import ParameterServerState
 from distkeras.core.strategies import get_strategy
 from distkeras.spark.checkpoint import CheckpointError, load_checkpoint, shard_path, write_checkpoint
 from distkeras.spark.ps import ParameterServerService, PSClient
-from tests.spark.ps_helpers import SECRET, wait_for
+from tests.spark.ps_helpers import SECRET
+from tests.support import wait_for
 
 F32 = np.float32
 

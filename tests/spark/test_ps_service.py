@@ -25,16 +25,8 @@ from distkeras.spark.ps import (
     PSRemoteError,
     connect,
 )
-from tests.spark.ps_helpers import (
-    ROOT,
-    SECRET,
-    authenticate,
-    closed_or_error,
-    env,
-    raw_connect,
-    run_threads,
-    wait_for,
-)
+from tests.spark.ps_helpers import SECRET, authenticate, closed_or_error, raw_connect, run_threads
+from tests.support import ROOT, child_env, wait_for
 
 F32 = np.float32
 
@@ -189,7 +181,7 @@ def test_client_that_dies_mid_frame_does_not_hurt_the_others(downpour):
             time.sleep(0.01)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env(), cwd=ROOT, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=child_env(), cwd=ROOT, text=True)
     try:
         assert proc.stdout.readline().strip() == "sending"
         time.sleep(0.1)

@@ -4,11 +4,8 @@ parts (exchanges, adapter reuse across tasks, a run's short last window) without
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support import run_json_script
 from tests.training import WORKERS, accuracy, make_mlp, member_weights, mlp_probs, optimizer, trainer_kwargs
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- the worker's parts, no Spark --------------------------------------------------------------
@@ -208,13 +204,7 @@ def test_too_few_slots_for_a_synchronous_strategy(spark, digits, services):
 def test_training_on_a_standalone_cluster(standalone_cluster):
     """ADAG with 2 workers against a real standalone master + worker on 127.0.0.1 (in a subprocess:
     one SparkContext per process): the workers run in an executor JVM, not the driver's."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("_standalone_train.py")), standalone_cluster.master_url],
-        env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_json_script(Path(__file__).with_name("_standalone_train.py"), standalone_cluster.master_url)
     assert out["master"] == standalone_cluster.master_url
     assert [w["worker"] for w in out["workers"]] == [0, 1]
     for w in out["workers"]:
