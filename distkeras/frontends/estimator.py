@@ -50,6 +50,8 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasFeaturesCol, HasLabelCol, HasPredictionCol
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 
+from distkeras.frontends.model_io import ModelIOError, load_model, normalize_url, save_model
+
 MODEL_FILE = "model.keras"
 SPEC_FILE = "model_spec.json"
 WEIGHTS_FILE = "model_weights.npy"
@@ -244,8 +246,6 @@ class _KerasEstimatorParams(_KerasModelParams):
 
 def _stage_url(spark, path: str) -> str:
     """``path`` qualified by Hadoop (as Spark resolves the metadata next to it), as an fsspec URL."""
-    from distkeras.frontends.model_io import normalize_url
-
     try:
         sc = spark.sparkContext
         jpath = sc._jvm.org.apache.hadoop.fs.Path(path)
@@ -260,33 +260,28 @@ def _join(base: str, name: str) -> str:
     return os.path.join(base, name) if "://" not in base else base.rstrip("/") + "/" + name
 
 
-def _write_bytes(url: str, data: bytes) -> None:
-    from distkeras.frontends.model_io import ModelIOError
-
-    try:
-        if "://" not in url:
+def _open(url: str, mode: str):
+    """A local path (parent folders made for writing) or any other fsspec URL, opened in ``mode``."""
+    if "://" not in url:
+        if "w" in mode:
             os.makedirs(os.path.dirname(url), exist_ok=True)
-            with open(url, "wb") as fh:
-                fh.write(data)
-            return
-        import fsspec
+        return open(url, mode)
+    import fsspec
 
-        with fsspec.open(url, "wb") as fh:
+    return fsspec.open(url, mode)
+
+
+def _write_bytes(url: str, data: bytes) -> None:
+    try:
+        with _open(url, "wb") as fh:
             fh.write(data)
     except Exception as exc:
         raise ModelIOError(f"cannot write {url!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def _read_bytes(url: str) -> bytes:
-    from distkeras.frontends.model_io import ModelIOError
-
     try:
-        if "://" not in url:
-            with open(url, "rb") as fh:
-                return fh.read()
-        import fsspec
-
-        with fsspec.open(url, "rb") as fh:
+        with _open(url, "rb") as fh:
             return fh.read()
     except FileNotFoundError as exc:
         raise ModelIOError(f"cannot read {url!r}: no such file") from exc
@@ -298,6 +293,29 @@ def _check_class(metadata: dict, cls: type, path: str) -> None:
     expected = f"{cls.__module__}.{cls.__name__}"
     if metadata.get("class") != expected:
         raise ValueError(f"{path!r} holds a {metadata.get('class')!r} stage, not a {expected!r}")
+
+
+class _StageWriter(MLWriter):
+    def __init__(self, instance):
+        super().__init__()
+        self.instance = instance
+
+
+class _StageReader(MLReader):
+    """Reads a stage's params metadata into a new instance of ``cls``; subclasses add the model."""
+
+    def __init__(self, cls):
+        super().__init__()
+        self.cls = cls
+
+    def _load_params(self, path: str):
+        """(a new instance with the saved uid and params, the metadata)."""
+        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
+        _check_class(metadata, self.cls, path)
+        inst = self.cls()
+        inst._resetUid(metadata["uid"])
+        DefaultParamsReader.getAndSetParams(inst, metadata)
+        return inst, metadata
 
 
 # --- the estimator ---------------------------------------------------------------------------
@@ -339,16 +357,14 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
         super().__init__()
         self._spec_json: str | None = None
         self._weights: np.ndarray | None = None
-        kwargs = dict(self._input_kwargs)
-        model = kwargs.pop("model", None)
-        self._set(**kwargs)
-        if model is not None:
-            self.setModel(model)
+        self._set_params_and_model(dict(self._input_kwargs))
 
     @keyword_only
     def setParams(self, **kwargs) -> "KerasEstimator":
         """Set any of the constructor's params by keyword (``model`` too)."""
-        kwargs = dict(self._input_kwargs)
+        return self._set_params_and_model(dict(self._input_kwargs))
+
+    def _set_params_and_model(self, kwargs: dict) -> "KerasEstimator":
         model = kwargs.pop("model", None)
         self._set(**kwargs)
         if model is not None:
@@ -446,11 +462,7 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
         return _KerasEstimatorReader(cls)
 
 
-class _KerasEstimatorWriter(MLWriter):
-    def __init__(self, instance: KerasEstimator):
-        super().__init__()
-        self.instance = instance
-
+class _KerasEstimatorWriter(_StageWriter):
     def saveImpl(self, path: str) -> None:
         inst = self.instance
         DefaultParamsWriter.saveMetadata(inst, path, self.sparkSession, extraMetadata={"distkeras": {"hasModel": inst.hasModel()}})
@@ -462,17 +474,9 @@ class _KerasEstimatorWriter(MLWriter):
             _write_bytes(_join(base, WEIGHTS_FILE), buf.getvalue())
 
 
-class _KerasEstimatorReader(MLReader):
-    def __init__(self, cls):
-        super().__init__()
-        self.cls = cls
-
+class _KerasEstimatorReader(_StageReader):
     def load(self, path: str) -> KerasEstimator:
-        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
-        _check_class(metadata, self.cls, path)
-        inst = self.cls()
-        inst._resetUid(metadata["uid"])
-        DefaultParamsReader.getAndSetParams(inst, metadata)
+        inst, metadata = self._load_params(path)
         if metadata.get("distkeras", {}).get("hasModel"):
             from distkeras.backends import ModelSpec
 
@@ -577,32 +581,16 @@ class KerasModel(Model, _KerasModelParams, MLReadable, MLWritable):
         return _KerasModelReader(cls)
 
 
-class _KerasModelWriter(MLWriter):
-    def __init__(self, instance: KerasModel):
-        super().__init__()
-        self.instance = instance
-
+class _KerasModelWriter(_StageWriter):
     def saveImpl(self, path: str) -> None:
-        from distkeras.frontends.model_io import save_model
-
         model = self.instance._need_model()
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession, extraMetadata={"distkeras": {"modelFile": MODEL_FILE}})
         save_model(model, _join(_stage_url(self.sparkSession, path), MODEL_FILE))
 
 
-class _KerasModelReader(MLReader):
-    def __init__(self, cls):
-        super().__init__()
-        self.cls = cls
-
+class _KerasModelReader(_StageReader):
     def load(self, path: str) -> KerasModel:
-        from distkeras.frontends.model_io import load_model
-
-        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
-        _check_class(metadata, self.cls, path)
-        inst = self.cls()
-        inst._resetUid(metadata["uid"])
-        DefaultParamsReader.getAndSetParams(inst, metadata)
+        inst, metadata = self._load_params(path)
         name = metadata.get("distkeras", {}).get("modelFile", MODEL_FILE)
         if "/" in name or name.startswith("."):
             raise ValueError(f"{path!r}: bad model file name {name!r} in the metadata")

@@ -91,6 +91,12 @@ class Store:
         with self._lock:
             self._db.close()
 
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # --- tokens ---------------------------------------------------------------------------
 
     def add_token(self, name: str) -> str:

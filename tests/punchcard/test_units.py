@@ -19,6 +19,15 @@ from distkeras.punchcard.store import Store, TokenError
 from .conftest import SAFE_CONFIG, keras_zip
 
 
+def test_store_closes_at_the_end_of_a_with_block(tmp_path: Path) -> None:
+    import sqlite3
+
+    with Store(tmp_path / "db.sqlite") as store:
+        store.add_token("alice")
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.list_tokens()
+
+
 def test_tokens_are_hashed_salted_and_found_by_id(tmp_path: Path) -> None:
     store = Store(tmp_path / "db.sqlite")
     token = store.add_token("alice")

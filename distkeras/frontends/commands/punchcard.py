@@ -92,14 +92,12 @@ def _serve(args: argparse.Namespace) -> int:
 def _token_add(args: argparse.Namespace) -> int:
     from distkeras.punchcard.store import Store, TokenError
 
-    store = Store(args.db)
     try:
-        token = store.add_token(args.name)
+        with Store(args.db) as store:
+            token = store.add_token(args.name)
     except TokenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        store.close()
     print(token)
     print(f"token {args.name!r} created; it is shown only now, store it safely", file=sys.stderr)
     return 0
@@ -112,11 +110,8 @@ def _fmt_time(t: float | None) -> str:
 def _token_list(args: argparse.Namespace) -> int:
     from distkeras.punchcard.store import Store
 
-    store = Store(args.db)
-    try:
+    with Store(args.db) as store:
         rows = store.list_tokens()
-    finally:
-        store.close()
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -129,14 +124,12 @@ def _token_list(args: argparse.Namespace) -> int:
 def _token_revoke(args: argparse.Namespace) -> int:
     from distkeras.punchcard.store import Store, TokenError
 
-    store = Store(args.db)
     try:
-        row = store.revoke_token(args.name)
+        with Store(args.db) as store:
+            row = store.revoke_token(args.name)
     except TokenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        store.close()
     print(f"revoked token {row['name']!r} ({row['id']})")
     return 0
 
