@@ -85,7 +85,7 @@ def _client_loop(conn) -> None:
 
             close = sock.close
         else:
-            from distkeras.spark.ps import connect
+            from distkeras.ps import connect
 
             client = connect(target, SECRET, worker)
             center = np.empty(size, dtype=np.float32)  # the center lands here: nothing allocated per call
@@ -164,7 +164,7 @@ def main() -> None:
     size = args.size
     client_counts = (1, 4, 8)
 
-    from distkeras.spark.ps import ShardedParameterServer
+    from distkeras.ps import ShardedParameterServer
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()

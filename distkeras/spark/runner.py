@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from distkeras.core.strategies import Strategy
-from distkeras.core.wire import new_secret
+from distkeras.ps.protocol import new_secret
 
 from .history import History
 from .worker import WorkerConfig, decode_vector, encode_vector, run_worker

@@ -224,7 +224,7 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y
         summary["seconds"] = time.perf_counter() - t_start
         return summary
 
-    from distkeras.spark.ps_client import connect
+    from distkeras.ps.client import connect
 
     client = connect(
         config.ps_addresses,

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from distkeras.spark import ps_client
+from distkeras.ps import client as ps_client
 from distkeras.spark import worker as W
 
 FAILING_WORKER = 1

@@ -17,7 +17,7 @@ import numpy as np
 
 def main() -> None:
     hello = json.loads(sys.stdin.readline())
-    from distkeras.spark.ps_client import connect
+    from distkeras.ps.client import connect
 
     client = connect(hello["addresses"], base64.b64decode(hello["secret"]), hello["worker"], hello["attempt"], retry_timeout=5.0)
     print("connected", flush=True)

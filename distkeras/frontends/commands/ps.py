@@ -44,7 +44,7 @@ def parse_param(text: str) -> tuple[str, Any]:
 
 
 def read_secret(path: str) -> bytes:
-    from distkeras.spark.ps import read_secret_file
+    from distkeras.ps import read_secret_file
 
     try:
         return read_secret_file(path)
@@ -80,7 +80,7 @@ def register(subparsers: Any) -> None:
 
 
 def _secret(args: argparse.Namespace) -> int:
-    from distkeras.core import wire
+    from distkeras.ps import protocol as wire
 
     fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -93,8 +93,8 @@ def _serve(args: argparse.Namespace) -> int:
     import numpy as np
 
     from distkeras.core.strategies import get_strategy
-    from distkeras.spark.checkpoint import CheckpointError, load_checkpoint
-    from distkeras.spark.ps import addresses_of, serve
+    from distkeras.ps.checkpoint import CheckpointError, load_checkpoint
+    from distkeras.ps import addresses_of, serve
 
     def fail(msg: str) -> int:
         print(f"distkeras ps serve: {msg}", file=sys.stderr)

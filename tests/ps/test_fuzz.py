@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distkeras.core import codecs
-from distkeras.spark.framing import ZERO_COPY_MIN
-from distkeras.spark.ps import ParameterServerService, PSClient
-from tests.spark.ps_helpers import SECRET, authenticate, closed_or_error, raw_connect
+from distkeras.ps.protocol import ZERO_COPY_MIN
+from distkeras.ps import ParameterServerService, PSClient
+from tests.ps.helpers import SECRET, authenticate, closed_or_error, raw_connect
 
 SIZE = 64
 F32 = np.float32
@@ -116,7 +116,7 @@ def wrong_messages(draw):
 
 
 def _is_valid_array_ext(data: bytes) -> bool:
-    from distkeras.core import wire
+    from distkeras.ps import protocol as wire
 
     try:
         wire._ext_hook(1, data)

@@ -1,6 +1,6 @@
 """The parameter-server service: ``core.server.ParameterServerState`` behind a TCP socket.
 
-One thread per connection; frames are the core wire format (``distkeras.core.wire``).
+One thread per connection; frames are the protocol of ``distkeras.ps.protocol``.
 A connection goes through::
 
     server -> challenge {challenge}                     (32 random bytes)
@@ -40,12 +40,13 @@ from typing import Any
 
 import numpy as np
 
-from distkeras.core import codecs, wire
+from distkeras.core import codecs
 from distkeras.core.server import APPLIED, DUPLICATE, PENDING, ParameterServerState
 from distkeras.core.strategies import Strategy, get_strategy
 
+from . import protocol as wire
 from . import checkpoint as ckpt
-from .framing import Dropped, FrameReader, decode_frame, pack_parts, send_parts
+from .protocol import Dropped, FrameReader, decode_frame, pack_parts, send_parts
 
 log = logging.getLogger("distkeras.ps")
 

@@ -15,9 +15,10 @@ import time
 import numpy as np
 import pytest
 
-from distkeras.core import codecs, wire
-from distkeras.spark.framing import pack_parts, send_parts
-from distkeras.spark.ps import (
+from distkeras.core import codecs
+from distkeras.ps import protocol as wire
+from distkeras.ps.protocol import pack_parts, send_parts
+from distkeras.ps import (
     ParameterServerService,
     PSAuthenticationError,
     PSClient,
@@ -25,7 +26,7 @@ from distkeras.spark.ps import (
     PSRemoteError,
     connect,
 )
-from tests.spark.ps_helpers import SECRET, authenticate, closed_or_error, raw_connect, run_threads
+from tests.ps.helpers import SECRET, authenticate, closed_or_error, raw_connect, run_threads
 from tests.support import ROOT, child_env, wait_for
 
 F32 = np.float32
@@ -170,8 +171,8 @@ def test_client_that_dies_mid_frame_does_not_hurt_the_others(downpour):
     script = textwrap.dedent(
         f"""
         import sys, time, numpy as np
-        from tests.spark.ps_helpers import authenticate
-        from distkeras.spark.framing import pack_parts
+        from tests.ps.helpers import authenticate
+        from distkeras.ps.protocol import pack_parts
         sock, reader, _ = authenticate(("{downpour.address[0]}", {downpour.address[1]}), worker=2)
         frame = b"".join(bytes(p) for p in pack_parts("commit", seq=0, samples=1, update={{"codec": "none", "values": np.ones(1000, np.float32)}}))
         sock.sendall(frame[:100])
@@ -526,7 +527,7 @@ def test_connections_beyond_the_limit_are_closed_at_once():
 
 
 def test_read_secret_file(tmp_path):
-    from distkeras.spark.ps import read_secret_file
+    from distkeras.ps import read_secret_file
 
     (tmp_path / "s").write_bytes(b"  " + SECRET + b"\n")
     assert read_secret_file(str(tmp_path / "s")) == SECRET
@@ -557,7 +558,7 @@ def test_stop_lets_a_commit_in_flight_finish(tmp_path, monkeypatch, thread_late)
     when stop() begins (a loaded machine), so the connection does not look busy; the unread
     bytes keep it open all the same."""
     if thread_late:
-        from distkeras.spark.framing import FrameReader
+        from distkeras.ps.protocol import FrameReader
 
         wait_start = FrameReader.wait_start
 
@@ -580,7 +581,7 @@ def test_stop_lets_a_commit_in_flight_finish(tmp_path, monkeypatch, thread_late)
     np.testing.assert_array_equal(reply["center"], np.ones(1000, F32))
     stopper.join(10)
     assert not stopper.is_alive()
-    from distkeras.spark.checkpoint import load_checkpoint
+    from distkeras.ps.checkpoint import load_checkpoint
 
     assert load_checkpoint(str(tmp_path))[1]["clock"] == 1  # the final checkpoint has it
     sock.close()

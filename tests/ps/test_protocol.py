@@ -5,8 +5,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from distkeras.core import wire
-from distkeras.core.wire import WireError
+from distkeras.ps import protocol as wire
+from distkeras.ps.protocol import WireError
 
 ALLOWED = sorted(wire.ALLOWED_DTYPES)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distkeras.spark.checkpoint import load_checkpoint
-from distkeras.spark.ps import (
+from distkeras.ps.checkpoint import load_checkpoint
+from distkeras.ps import (
     ParameterServerService,
     PSClient,
     ShardedParameterServer,
@@ -16,7 +16,7 @@ from distkeras.spark.ps import (
     serve,
     shard_bounds,
 )
-from tests.spark.ps_helpers import SECRET, run_threads
+from tests.ps.helpers import SECRET, run_threads
 
 F32 = np.float32
 
@@ -102,7 +102,7 @@ def test_sharded_sync_diloco_equals_unsharded_and_checkpoints_per_shard(tmp_path
 def test_sharded_client_checks_the_tiling():
     center = np.zeros(20, F32)
     with ParameterServerService("adag", center[:10], 1, SECRET) as a, ParameterServerService("adag", center[:10], 1, SECRET) as b:
-        from distkeras.spark.ps import PSConnectionError
+        from distkeras.ps import PSConnectionError
 
         with pytest.raises(PSConnectionError, match="do not tile"):
             ShardedPSClient([a.address, b.address], SECRET, 0)

@@ -10,9 +10,9 @@ import pytest
 
 from distkeras.frontends import cli
 from distkeras.frontends.commands import ps as ps_command
-from distkeras.spark.checkpoint import load_checkpoint
-from distkeras.spark.ps import connect
-from tests.spark.ps_helpers import SECRET, start_cli
+from distkeras.ps.checkpoint import load_checkpoint
+from distkeras.ps import connect
+from tests.ps.helpers import SECRET, start_cli
 from tests.support import wait_for
 
 F32 = np.float32

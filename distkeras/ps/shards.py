@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from distkeras.core import wire
 from distkeras.core.strategies import Strategy, get_strategy
 
+from . import protocol as wire
 from . import checkpoint as ckpt
 
 
@@ -48,7 +48,7 @@ def _shard_main(conn: Any, cfg: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent coordinates Ctrl-C
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    from .ps_service import ParameterServerService
+    from .service import ParameterServerService
 
     strategy = get_strategy(cfg.pop("strategy_name"), **cfg.pop("strategy_params"))
     try:

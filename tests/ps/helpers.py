@@ -9,8 +9,8 @@ import sys
 import threading
 import time
 
-from distkeras.core import wire
-from distkeras.spark.framing import FrameReader, pack_parts, send_parts
+from distkeras.ps import protocol as wire
+from distkeras.ps.protocol import FrameReader, pack_parts, send_parts
 from tests.support import ROOT, child_env
 
 SECRET = b"test-secret-0123456789abcdef"

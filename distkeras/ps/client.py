@@ -22,10 +22,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from distkeras.core import codecs, wire
+from distkeras.core import codecs
 
-from .framing import Dropped, FrameReader, decode_frame, pack_parts, send_parts
-from .ps_service import (
+from . import protocol as wire
+from .protocol import Dropped, FrameReader, decode_frame, pack_parts, send_parts
+from .service import (
     AUTH_MAX_FRAME,
     E_AUTH,
     E_SHUTDOWN,

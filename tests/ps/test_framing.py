@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distkeras.core import wire
-from distkeras.spark.framing import ZERO_COPY_MIN, FrameReader, decode_frame, pack_parts, send_parts
+from distkeras.ps import protocol as wire
+from distkeras.ps.protocol import ZERO_COPY_MIN, FrameReader, decode_frame, pack_parts, send_parts
 
 F32 = np.float32
 

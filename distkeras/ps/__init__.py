@@ -3,7 +3,7 @@
 Standalone: imports only ``distkeras.core``, NumPy, msgpack, fsspec and the standard
 library (no pyspark), so a server or a worker can run anywhere::
 
-    from distkeras.spark.ps import serve, connect
+    from distkeras.ps import serve, connect
     server = serve("adag", np.zeros(n, np.float32), num_workers=4, secret=secret, shards=2)
     addresses = server.start()              # [(host, port), ...]
     client = connect(addresses, secret, worker=0)
@@ -20,15 +20,15 @@ import numpy as np
 from distkeras.core.strategies import Strategy
 
 from .checkpoint import CheckpointError, load_checkpoint, shard_path, write_checkpoint
-from .ps_client import PSClient, ShardedPSClient, connect, parse_addresses
-from .ps_service import (
+from .client import PSClient, ShardedPSClient, connect, parse_addresses
+from .service import (
     ParameterServerService,
     PSAuthenticationError,
     PSConnectionError,
     PSError,
     PSRemoteError,
 )
-from .ps_shards import ShardedParameterServer, shard_bounds
+from .shards import ShardedParameterServer, shard_bounds
 
 
 def serve(

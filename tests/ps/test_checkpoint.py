@@ -9,9 +9,9 @@ import pytest
 
 from distkeras.core.server import ParameterServerState
 from distkeras.core.strategies import get_strategy
-from distkeras.spark.checkpoint import CheckpointError, load_checkpoint, shard_path, write_checkpoint
-from distkeras.spark.ps import ParameterServerService, PSClient
-from tests.spark.ps_helpers import SECRET
+from distkeras.ps.checkpoint import CheckpointError, load_checkpoint, shard_path, write_checkpoint
+from distkeras.ps import ParameterServerService, PSClient
+from tests.ps.helpers import SECRET
 from tests.support import wait_for
 
 F32 = np.float32
@@ -107,7 +107,7 @@ def test_service_checkpoints_every_n_commits_and_at_stop_then_resumes(tmp_path):
         center, clock = c.pull()
         np.testing.assert_array_equal(center, np.full(100, 12, F32))
         # a replay of an old commit is still recognized after the resume
-        from tests.spark.ps_helpers import authenticate, request
+        from tests.ps.helpers import authenticate, request
 
         sock, reader, _ = authenticate(again.address, worker=0)
         reply = request(sock, reader, "commit", seq=11, samples=1, pull=False, update={"codec": "none", "values": np.ones(100, F32)})
@@ -152,7 +152,7 @@ def test_sync_commit_pending_at_checkpoint_is_applied_when_resent_after_resume(t
     svc.stop()  # checkpoint with worker 0's commit still waiting for the round
     a.close()
     with ParameterServerService("localsgd", None, 2, SECRET, resume=url) as again:
-        from tests.spark.ps_helpers import authenticate, request
+        from tests.ps.helpers import authenticate, request
 
         sock, reader, _ = authenticate(again.address, worker=0)
         reply = request(sock, reader, "commit", seq=0, samples=1, pull=False, update={"codec": "none", "values": np.full(4, 2, F32)})

@@ -1,0 +1,118 @@
+"""The dependency rule of DESIGN.md, checked on every module of the package.
+
+Each layer imports only itself and the layers below it:
+
+    core       -> (pure NumPy + msgpack; the bundled data)
+    backends   -> core
+    ps         -> core                     (no Spark, no Keras)
+    spark      -> core, backends, ps
+    frontends  -> everything below (its CLI commands also drive punchcard)
+    punchcard  -> frontends and below
+
+``core`` and ``ps`` also stay free of deep-learning frameworks and Spark, both in their source
+(an AST walk of every import, lazy ones inside functions included) and when imported (a fresh
+interpreter imports every module of the layer and must not load one).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import distkeras
+
+ROOT = Path(distkeras.__file__).parent
+FRAMEWORKS = {"keras", "tensorflow", "jax", "jaxlib", "torch", "pyspark", "sklearn", "tqdm", "pandas", "pyarrow"}
+
+ALLOWED_OURS = {
+    "core": {"core", "data"},
+    "data": {"data"},
+    "backends": {"core", "backends"},
+    "ps": {"core", "ps"},
+    "spark": {"core", "backends", "ps", "spark"},
+    "frontends": {"core", "data", "backends", "ps", "spark", "frontends", "punchcard"},
+    "punchcard": {"core", "data", "backends", "ps", "spark", "frontends", "punchcard"},
+}
+# third-party packages a pure layer may import (anything in the standard library is fine)
+PURE_THIRD_PARTY = {"core": {"numpy", "msgpack"}, "ps": {"numpy", "msgpack", "fsspec"}}
+
+
+def layer_files(layer: str) -> list[Path]:
+    return sorted((ROOT / layer).rglob("*.py"))
+
+
+def imports_of(path: Path) -> set[str]:
+    """Absolute module names imported anywhere in a file (relative imports resolved)."""
+    parts = path.with_suffix("").parts
+    package = list(parts[len(parts) - 1 - parts[::-1].index("distkeras") : -1])  # from the last "distkeras" folder
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                names.add(".".join(base + ([node.module] if node.module else [])))
+            else:
+                names.add(node.module or "")
+    return names
+
+
+def test_every_layer_folder_is_known():
+    folders = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders == set(ALLOWED_OURS), "a new layer needs its place in the dependency rule"
+
+
+@pytest.mark.parametrize("layer", sorted(ALLOWED_OURS))
+def test_layer_imports_only_layers_below(layer):
+    files = layer_files(layer)
+    assert files
+    for path in files:
+        for name in imports_of(path):
+            parts = name.split(".")
+            if parts[0] == "distkeras" and len(parts) > 1:
+                assert parts[1] in ALLOWED_OURS[layer], f"{path.relative_to(ROOT)} imports {name}: {layer}/ may import only {sorted(ALLOWED_OURS[layer])}"
+
+
+@pytest.mark.parametrize("layer", sorted(PURE_THIRD_PARTY))
+def test_pure_layers_import_no_framework_in_source(layer):
+    stdlib = set(sys.stdlib_module_names)
+    for path in layer_files(layer):
+        for name in imports_of(path):
+            top = name.split(".")[0]
+            assert top not in FRAMEWORKS, f"{path.relative_to(ROOT)} imports {name}"
+            if top not in ("distkeras", "__future__"):
+                assert top in stdlib or top in PURE_THIRD_PARTY[layer], f"{path.relative_to(ROOT)} imports {name}"
+
+
+@pytest.mark.parametrize("layer", sorted(PURE_THIRD_PARTY))
+def test_importing_a_pure_layer_loads_no_framework(layer):
+    modules = [f"distkeras.{layer}"] + [m.name for m in pkgutil.walk_packages([str(ROOT / layer)], f"distkeras.{layer}.")]
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = json.loads(out.stdout)
+    assert not {m.split(".")[0] for m in loaded} & FRAMEWORKS
+    ours = {m.split(".")[1] for m in loaded if m.startswith("distkeras.")}
+    assert ours <= ALLOWED_OURS[layer], ours - ALLOWED_OURS[layer]
+    # every module of the layer was really imported (the list is read from the folder, not written here)
+    assert set(modules) <= set(loaded)
+    assert len(modules) == len(layer_files(layer))
+
+
+def test_the_rule_catches_a_violation(tmp_path):
+    """The AST walk sees a lazy import inside a function (the kind a layer breach hides in)."""
+    bad = tmp_path / "distkeras" / "ps" / "probe.py"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("def f():\n    from distkeras.spark import session\n    import keras\n    from ..spark.feed import prepare\n")
+    names = imports_of(bad)
+    assert {"distkeras.spark", "keras", "distkeras.spark.feed"} <= names
