@@ -54,6 +54,11 @@ class RunOptions:
     # of them, e.g. a DataFrame cached after repartition(num_workers)), which saves shuffling
     # the whole data set at every run; True: round-robin repartition (balanced, mixed shards).
     repartition: bool = True
+    # The parameter server: the host the executors connect to (default: $DISTKERAS_PS_HOST, else
+    # loopback for a local master, else the driver's address as Spark knows it) and the local
+    # address it listens on (default: derived from that host; see distkeras.ps.endpoint).
+    ps_host: str | None = None
+    ps_bind: str | None = None
 
 
 def _server_stats(service) -> dict:
@@ -168,15 +173,20 @@ def run_training(spec, df, strategy: Strategy, options: RunOptions, *, features_
     service = None
     try:
         if strategy.exchanges:
-            from .ps import addresses_of, serve
+            from distkeras.ps import addresses_of, serve
+
+            from .session import ps_endpoint
 
             secret = new_secret()
+            endpoint = ps_endpoint(spark, options.ps_host, options.ps_bind)
             service = serve(
                 strategy,
                 initial,
                 num_workers,
                 secret,
                 shards=options.shards,
+                host=endpoint.bind,
+                advertise=endpoint.advertise,
                 codec=options.codec,
                 checkpoint=options.checkpoint,
                 checkpoint_every=options.checkpoint_every if options.checkpoint else None,
