@@ -156,7 +156,10 @@ def run_training(spec, df, strategy: Strategy, options: RunOptions, *, features_
     num_workers = 1 if strategy.name == "single" else int(options.num_workers)
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
-    prepared, feed_spec = feed.prepare(df, features_col, label_col, input_shape=options.input_shape)
+    from .diagnose import explained
+
+    with explained(spark):  # the feed's probe is the run's first job on the executors
+        prepared, feed_spec = feed.prepare(df, features_col, label_col, input_shape=options.input_shape)
     initial = np.asarray(spec.weights, dtype=np.float32)
     history = History(strategy=strategy.name, params=strategy.params())
     config = WorkerConfig(
@@ -196,7 +199,8 @@ def run_training(spec, df, strategy: Strategy, options: RunOptions, *, features_
             config.secret_b64 = base64.b64encode(secret).decode("ascii")
         else:
             config.initial_b64 = encode_vector(initial)
-        rows = prepared.count()
+        with explained(spark):
+            rows = prepared.count()
         per_worker = rows // num_workers
         if per_worker < options.batch_size:
             raise ValueError(
