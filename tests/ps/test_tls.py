@@ -231,3 +231,25 @@ def test_cli_serve_with_tls_prints_the_fingerprint_workers_pin(tmp_path):
         assert _readline(proc, 30).strip() == "tls off"  # loopback: plaintext by default
     finally:
         proc.kill()
+
+
+def test_stop_closes_idle_tls_connections_promptly_and_a_sync_round_works_over_tls():
+    with serve("easgd", np.zeros(100, F32), 2, SECRET, tls=True) as s:
+        fp = s.tls_fingerprint
+        clients = [PSClient(*s.address, SECRET, w, fingerprint=fp) for w in range(2)]
+        results = [None, None]
+
+        def commit(w):
+            results[w] = clients[w].commit(np.full(100, w + 1, F32))[0]
+
+        threads = [threading.Thread(target=commit, args=(w,)) for w in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert all(r is not None for r in results)
+        np.testing.assert_array_equal(results[0], results[1])  # both got the closed round's center
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 < 5  # idle TLS connections do not hold up stop()
+    for c in clients:
+        c.close()
