@@ -25,6 +25,7 @@ import numpy as np
 from distkeras.core import codecs
 
 from . import protocol as wire
+from . import tls as _tls
 from .protocol import Dropped, FrameReader, decode_frame, pack_parts, send_parts
 from .service import (
     AUTH_MAX_FRAME,
@@ -74,6 +75,9 @@ class PSClient:
     failed tries (connect or request) before giving up. ``timeout``: seconds to wait for one
     reply (a synchronous commit-and-pull waits for the whole round, so keep it generous).
     Connects at construction. Not thread-safe: one client per worker thread.
+    ``fingerprint``: the SHA-256 fingerprint of the server's TLS certificate (the server's
+    ``tls_fingerprint``); ``tls``: True, False or None (auto: TLS exactly when a fingerprint
+    is given). A server whose certificate does not match is refused (see :mod:`distkeras.ps.tls`).
     """
 
     def __init__(
@@ -89,10 +93,13 @@ class PSClient:
         timeout: float | None = 600.0,
         backoff: float = 0.05,
         max_backoff: float = 2.0,
+        tls: bool | None = None,
+        fingerprint: str | None = None,
     ):
         if not secret:
             raise ValueError("the run secret must not be empty")
         self.host, self.port = str(host), int(port)
+        self.tls_fingerprint = _tls.client_fingerprint(tls, fingerprint, f"{self.host}:{self.port}")  # None: plaintext
         self.secret = bytes(secret)
         self.worker, self.attempt = int(worker), int(attempt)
         self.codec = codecs.get_codec(codec)
@@ -122,6 +129,8 @@ class PSClient:
         sock = socket.create_connection((self.host, self.port), timeout=min(10.0, self.retry_timeout or 10.0))
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls_fingerprint is not None:
+                sock = _tls.wrap_client(sock, self.tls_fingerprint, self.address)
             sock.settimeout(self.timeout)
             reader = FrameReader(sock, initial=AUTH_MAX_FRAME)
             msg = wire.decode(reader.read(AUTH_MAX_FRAME), AUTH_MAX_FRAME)
@@ -408,7 +417,8 @@ class ShardedPSClient:
 
 
 def connect(addresses: str | Sequence[str | tuple[str, int]], secret: bytes, worker: int, attempt: int = 0, **kwargs: Any) -> PSClient | ShardedPSClient:
-    """A :class:`PSClient` for one address, a :class:`ShardedPSClient` for several."""
+    """A :class:`PSClient` for one address, a :class:`ShardedPSClient` for several (keyword
+    arguments go to every PSClient: ``tls=`` and ``fingerprint=`` pin the run's one certificate)."""
     addrs = parse_addresses(addresses)
     if len(addrs) == 1:
         return PSClient(addrs[0][0], addrs[0][1], secret, worker, attempt, **kwargs)

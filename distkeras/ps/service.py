@@ -47,6 +47,7 @@ from distkeras.core.strategies import Strategy, get_strategy
 from . import protocol as wire
 from . import checkpoint as ckpt
 from .endpoint import is_wildcard
+from . import tls as _tls
 from .protocol import Dropped, FrameReader, decode_frame, pack_parts, send_parts
 
 log = logging.getLogger("distkeras.ps")
@@ -133,7 +134,9 @@ class ParameterServerService:
 
     ``strategy``: a Strategy or a registry name. ``center``: the initial 1-D float32 center
     (may be None with ``resume``). ``secret``: the run secret (bytes); ``None`` makes a
-    fresh one (read it from ``.secret``). ``codec``: accept only updates encoded with this
+    fresh one (read it from ``.secret``). ``tls``: True, False, None (auto: TLS when ``host``
+    is beyond loopback) or :class:`~distkeras.ps.tls.Credentials`; with TLS, workers pin
+    ``.tls_fingerprint`` (see :mod:`distkeras.ps.tls`). ``codec``: accept only updates encoded with this
     codec (a name such as ``"topk"``); ``None`` accepts every known codec.
     ``checkpoint``: an fsspec URL; a background thread writes a checkpoint once
     ``checkpoint_every`` commits have been applied since the last one and/or every
@@ -176,6 +179,7 @@ class ParameterServerService:
         total_size: int | None = None,
         backlog: int = 128,
         max_connections: int = 1024,
+        tls: "bool | _tls.Credentials | None" = None,
     ):
         self.strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
         if not self.strategy.exchanges:
@@ -210,6 +214,8 @@ class ParameterServerService:
         self.num_workers = int(num_workers)
         self.codec = codecs.get_codec(codec).name if codec is not None else None
         self._codecs = {name: cls() for name, cls in codecs.CODECS.items()}
+        self.tls = _tls.server_credentials(tls, host)  # None: plaintext
+        self._tls_context = self.tls.server_context() if self.tls is not None else None
         self.max_frame = int(max_frame) if max_frame is not None else default_max_frame(self.size)
         self.idle_timeout = idle_timeout
         self.auth_timeout = auth_timeout
@@ -405,6 +411,8 @@ class ParameterServerService:
         sock = conn.sock
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls_context is not None:
+                sock = self._start_tls(conn)
             reader = FrameReader(sock, initial=AUTH_MAX_FRAME)
             try:
                 self._handshake(conn, reader)
@@ -449,6 +457,31 @@ class ParameterServerService:
                 sock.close()
             except OSError:
                 pass
+
+    @property
+    def tls_fingerprint(self) -> str | None:
+        """SHA-256 fingerprint (hex) of the certificate workers must pin; None in plaintext."""
+        return self.tls.fingerprint if self.tls is not None else None
+
+    def _start_tls(self, conn: _Conn) -> socket.socket:
+        """TLS on an accepted connection (before the HMAC handshake); raises OSError to drop it."""
+
+        def refuse_plaintext(sock: socket.socket) -> None:
+            host, port = self.address or ("?", 0)
+            self._error(
+                conn,
+                E_AUTH,
+                f"the parameter server at {host}:{port} requires TLS: connect with tls=True and the fingerprint "
+                f"of its certificate (sha256 {self.tls_fingerprint})",
+            )
+            _linger(sock)
+
+        try:
+            conn.sock = _tls.wrap_server(conn.sock, self._tls_context, self.auth_timeout, refuse_plaintext)
+        except OSError:
+            self._count("tls_failures")
+            raise
+        return conn.sock
 
     def _handshake(self, conn: _Conn, reader: FrameReader) -> None:
         conn.sock.settimeout(self.auth_timeout)

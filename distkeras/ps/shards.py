@@ -26,6 +26,7 @@ from distkeras.core.strategies import Strategy, get_strategy
 
 from . import protocol as wire
 from . import checkpoint as ckpt
+from . import tls as _tls
 
 
 def shard_bounds(total: int, shards: int) -> list[tuple[int, int]]:
@@ -105,6 +106,7 @@ class ShardedParameterServer:
         port: int = 0,
         resume: str | None = None,
         start_timeout: float = 120.0,
+        tls: "bool | _tls.Credentials | None" = None,
         **service_kwargs: Any,
     ):
         self.strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
@@ -130,11 +132,18 @@ class ShardedParameterServer:
         self._resume = resume
         self._kwargs = service_kwargs
         self._start_timeout = start_timeout
+        # one certificate for every shard of the run (None: plaintext); shards get it as data
+        self.tls = _tls.server_credentials(tls, host)
         self._procs: list[Any] = []
         self._pipes: list[Any] = []
         self._lock = threading.Lock()
         self.address_list: list[tuple[str, int]] = []
         self.final_stats: list[dict[str, Any]] | None = None
+
+    @property
+    def tls_fingerprint(self) -> str | None:
+        """SHA-256 fingerprint (hex) of the certificate every shard serves; None in plaintext."""
+        return self.tls.fingerprint if self.tls is not None else None
 
     @property
     def addresses(self) -> str:
@@ -159,6 +168,7 @@ class ShardedParameterServer:
                 shards=self.shards,
                 offset=offset,
                 total_size=self.total_size,
+                tls=self.tls if self.tls is not None else False,
             )
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_shard_main, args=(child, cfg), name=f"distkeras-ps-shard-{i}", daemon=True)

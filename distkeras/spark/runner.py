@@ -45,6 +45,9 @@ class RunOptions:
     backend: str | None = None
     codec: str = "none"
     shards: int = 1
+    # TLS on the parameter server's wire: None (auto: on when it listens beyond loopback), True,
+    # False. With TLS the workers pin the run certificate's fingerprint (WorkerConfig.ps_fingerprint).
+    ps_tls: bool | None = None
     checkpoint: str | None = None
     checkpoint_every: int = 100
     seed: int = 0
@@ -149,10 +152,12 @@ class _Monitor:
 def run_training(spec, df, strategy: Strategy, options: RunOptions, *, features_col: str, label_col: str, spark=None, evaluate_center: Callable[[np.ndarray], dict] | None = None) -> TrainingResult:
     """Train ``spec`` (a backends.ModelSpec carrying its initial weights) on ``df`` under ``strategy``."""
     from . import feed, tasks
+    from .security import warn_if_cluster_unprotected
     from .session import get_or_create_session
 
     t0 = time.perf_counter()
     spark = spark or get_or_create_session(backend=options.backend)
+    warn_if_cluster_unprotected(spark)
     num_workers = 1 if strategy.name == "single" else int(options.num_workers)
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
@@ -193,9 +198,11 @@ def run_training(spec, df, strategy: Strategy, options: RunOptions, *, features_
                 codec=options.codec,
                 checkpoint=options.checkpoint,
                 checkpoint_every=options.checkpoint_every if options.checkpoint else None,
+                tls=options.ps_tls,
             )
             service.start()
             config.ps_addresses = addresses_of(service)
+            config.ps_fingerprint = service.tls_fingerprint or ""
             config.secret_b64 = base64.b64encode(secret).decode("ascii")
         else:
             config.initial_b64 = encode_vector(initial)

@@ -35,6 +35,7 @@ class WorkerConfig:
     codec: str = "none"
     ps_addresses: str = ""  # "host:port[,host:port...]" (one per shard)
     secret_b64: str = ""
+    ps_fingerprint: str = ""  # SHA-256 of the server's TLS certificate, pinned by the worker ("": plaintext)
     seed: int = 0
     initial_b64: str = ""  # the starting weights (float32) for strategies without a server
     connect_timeout: float = 120.0
@@ -233,6 +234,7 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y
         attempt,
         codec=get_codec(config.codec),
         retry_timeout=config.connect_timeout,
+        fingerprint=config.ps_fingerprint or None,
     )
     summary["connect_seconds"] = time.perf_counter() - t_built
     try:
