@@ -4,11 +4,12 @@
     distkeras ps serve --strategy adag --size 1000000 --secret-file FILE [--shards 4]
                        [--host 127.0.0.1] [--port 0] [--workers 8] [--param window=12]
                        [--checkpoint URL [--checkpoint-every N] [--checkpoint-interval SEC]]
-                       [--resume URL] [--codec NAME]
+                       [--resume URL] [--codec NAME] [--round-timeout SEC]
 
 ``serve`` prints one line, ``listening on HOST:PORT[,HOST:PORT...]``, once every shard
 accepts connections, and stops cleanly on SIGTERM or Ctrl-C (in-flight commits are
-drained and a final checkpoint is written when ``--checkpoint`` is set).
+drained and a final checkpoint is written when ``--checkpoint`` is set; if that final
+checkpoint cannot be written, the error is printed and the exit status is 1).
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ def register(subparsers: Any) -> None:
     s.add_argument("--checkpoint-interval", type=float, metavar="SEC", help="checkpoint every SEC seconds (if anything changed)")
     s.add_argument("--resume", metavar="URL", help="start from the checkpoint at URL")
     s.add_argument("--idle-timeout", type=float, default=300.0, help="close connections silent this long (s)")
+    s.add_argument(
+        "--round-timeout",
+        type=float,
+        metavar="SEC",
+        help="synchronous strategies: a worker waits at most SEC for the others to commit to its round, then gets an error naming them (default: no limit)",
+    )
     s.set_defaults(func=_serve)
     ps.set_defaults(func=lambda args: (ps.print_help(), 2)[1])
 
@@ -129,6 +136,7 @@ def _serve(args: argparse.Namespace) -> int:
         checkpoint_interval=args.checkpoint_interval,
         resume=args.resume,
         idle_timeout=args.idle_timeout,
+        round_timeout=args.round_timeout,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -143,8 +151,20 @@ def _serve(args: argparse.Namespace) -> int:
         while not stop.wait(0.5):
             pass
     finally:
+        stopped_cleanly = _stop(server)
+    return 0 if stopped_cleanly else 1
+
+
+def _stop(server) -> bool:
+    """Stop the server; a final checkpoint that cannot be written is reported, not a traceback."""
+    from distkeras.ps.checkpoint import CheckpointError
+
+    try:
         server.stop()
-    return 0
+    except CheckpointError as exc:
+        print(f"distkeras ps serve: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
