@@ -1,9 +1,10 @@
 """Cluster faults the parameter-server service must survive, over real sockets on 127.0.0.1:
 zombie task attempts, a worker that hangs in a synchronous round, a peer that trickles its
-handshake, and a final checkpoint that cannot be written."""
+handshake, wrong addresses, and a final checkpoint that cannot be written."""
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import socket
@@ -17,6 +18,7 @@ from distkeras.ps import (
     CheckpointError,
     ParameterServerService,
     PSClient,
+    PSConnectionError,
     PSRemoteError,
     ShardedParameterServer,
 )
@@ -37,6 +39,13 @@ def service(strategy="downpour", size=10, workers=2, **kw) -> ParameterServerSer
 def client(svc, worker=0, attempt=0, **kw) -> PSClient:
     kw.setdefault("retry_timeout", 10.0)
     return PSClient(*svc.address, SECRET, worker, attempt, **kw)
+
+
+def closed_port() -> int:
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
 
 
 def in_thread(fn):
@@ -170,6 +179,89 @@ def test_a_trickling_peer_is_cut_off_at_one_overall_auth_deadline():
         assert counters["auth_timeouts"] == 1 and counters["error_auth"] == 1
         c = client(svc)  # the server still serves
         assert c.commit(np.ones(10, F32))[1]["status"] == "applied"
+
+
+# -- wrong addresses -------------------------------------------------------------------------------------
+def test_unknown_host_fails_at_once_naming_it():
+    t0 = time.monotonic()
+    with pytest.raises(PSConnectionError, match=r"nonexistent-host\.invalid:1234.*host 'nonexistent-host\.invalid' does not resolve"):
+        PSClient("nonexistent-host.invalid", 1234, SECRET, 0, retry_timeout=120)
+    assert time.monotonic() - t0 < 2
+
+
+def test_closed_port_fails_after_refused_timeout_naming_host_and_port():
+    port = closed_port()
+    t0 = time.monotonic()
+    with pytest.raises(PSConnectionError, match=rf"127\.0\.0\.1:{port}.*connection refused for .*the port is closed") as e:
+        PSClient("127.0.0.1", port, SECRET, 3, 1, retry_timeout=120, refused_timeout=0.5)
+    elapsed = time.monotonic() - t0
+    assert 0.4 < elapsed < 5
+    assert "worker 3, attempt 1" in str(e.value) and "Connection refused" in str(e.value)
+
+
+@pytest.mark.parametrize("code, words", [(errno.EHOSTUNREACH, "no route to host"), (errno.ENETUNREACH, "the network is unreachable")])
+def test_unreachable_host_fails_at_once(monkeypatch, code, words):
+    calls = []
+
+    def unreachable(address, timeout=None):
+        calls.append(address)
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    t0 = time.monotonic()
+    with pytest.raises(PSConnectionError, match=rf"10\.255\.0\.1:7077.*{words} to 10\.255\.0\.1"):
+        PSClient("10.255.0.1", 7077, SECRET, 0, retry_timeout=120)
+    assert time.monotonic() - t0 < 2 and len(calls) == 1
+
+
+def test_after_a_first_connection_a_refusing_server_is_waited_for():
+    """refused_timeout is for wrong addresses: once connected, a server that goes away and comes
+    back on the same port (restarted from its checkpoint) is waited for up to retry_timeout."""
+    svc = service()
+    port = svc.address[1]
+    c = client(svc, refused_timeout=0.2, retry_timeout=20)
+    c.commit(np.ones(10, F32))
+    svc.stop()
+    again = ParameterServerService("downpour", np.zeros(10, F32), 2, SECRET, port=port)
+    timer = threading.Timer(1.0, again.start)
+    timer.start()
+    try:
+        _, info = c.commit(np.ones(10, F32))
+        assert info["status"] == "applied" and c.reconnects >= 1
+        assert again.stats()["commits_applied"] == 1
+    finally:
+        timer.join()
+        again.stop()
+
+
+def test_a_silent_server_does_not_hold_the_handshake():
+    """Something that accepts but never speaks (another service on that port): the handshake has
+    its own deadline instead of the 600 s reply timeout."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(PSConnectionError, match="TimeoutError"):
+            PSClient("127.0.0.1", listener.getsockname()[1], SECRET, 0, retry_timeout=1.0, handshake_timeout=0.3)
+        assert time.monotonic() - t0 < 5
+    finally:
+        stop.set()
+        t.join(2)
+        for s in accepted:
+            s.close()
+        listener.close()
 
 
 # -- a final checkpoint that cannot be written ------------------------------------------------------------
