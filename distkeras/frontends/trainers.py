@@ -15,7 +15,9 @@ features column and a label column::
 parameter server over processes; ``checkpoint=`` writes checkpoints to an fsspec URL;
 ``repartition=False`` takes the DataFrame's partitions as the workers' shards (exactly
 ``num_workers`` of them, e.g. cached after ``df.repartition(num_workers)``) instead of
-shuffling the data into balanced shards at every ``train``.
+shuffling the data into balanced shards at every ``train``. ``round_timeout=`` (synchronous
+strategies, default 600 s): how long a worker waits for the others to commit to a round
+before the run fails naming the worker(s) that did not (None: wait forever).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Trainer:
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
+        round_timeout: float | None = 600.0,
         spark=None,
         **strategy_params: Any,
     ):
@@ -84,6 +87,9 @@ class Trainer:
         self.seed = int(seed)
         self.progress = progress
         self.repartition = bool(repartition)
+        if round_timeout is not None and not round_timeout > 0:
+            raise ValueError(f"round_timeout must be > 0 seconds or None, got {round_timeout}")
+        self.round_timeout = round_timeout
         self.spark = spark
         self.history = None
         self.members: list[np.ndarray] = []
@@ -104,6 +110,7 @@ class Trainer:
             progress=self.progress,
             input_shape=self.input_shape,
             repartition=self.repartition,
+            round_timeout=self.round_timeout,
         )
 
     def train(self, df, validation=None):
