@@ -21,7 +21,9 @@ the parameter server's wire with a certificate made for the run and pinned by th
 (default ``None``: on when it listens beyond loopback);
 ``repartition=False`` takes the DataFrame's partitions as the workers' shards (exactly
 ``num_workers`` of them, e.g. cached after ``df.repartition(num_workers)``) instead of
-shuffling the data into balanced shards at every ``train``.
+shuffling the data into balanced shards at every ``train``. ``round_timeout=`` (synchronous
+strategies, default 600 s): how long a worker waits for the others to commit to a round
+before the run fails naming the worker(s) that did not (None: wait forever).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Trainer:
         ps_host: str | None = None,
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
+        round_timeout: float | None = 600.0,
         spark=None,
         **strategy_params: Any,
     ):
@@ -96,6 +99,9 @@ class Trainer:
         self.ps_host = ps_host
         self.ps_bind = ps_bind
         self.ps_tls = ps_tls
+        if round_timeout is not None and not round_timeout > 0:
+            raise ValueError(f"round_timeout must be > 0 seconds or None, got {round_timeout}")
+        self.round_timeout = round_timeout
         self.spark = spark
         self.history = None
         self.members: list[np.ndarray] = []
@@ -119,6 +125,7 @@ class Trainer:
             ps_host=self.ps_host,
             ps_bind=self.ps_bind,
             ps_tls=self.ps_tls,
+            round_timeout=self.round_timeout,
         )
 
     def train(self, df, validation=None):

@@ -253,3 +253,25 @@ def test_stop_closes_idle_tls_connections_promptly_and_a_sync_round_works_over_t
     assert time.monotonic() - t0 < 5  # idle TLS connections do not hold up stop()
     for c in clients:
         c.close()
+
+
+def test_a_peer_trickling_its_tls_handshake_is_cut_off_at_the_auth_deadline():
+    """The TLS handshake reads with a per-recv timeout; one deadline still bounds it all."""
+    import socket
+    import time
+
+    center = np.zeros(4, np.float32)
+    with serve("downpour", center, 1, SECRET, tls=True, auth_timeout=1.0) as server:
+        sock = socket.create_connection(server.bound_address, timeout=10)
+        t0 = time.monotonic()
+        closed_after = None
+        try:
+            sock.sendall(b"\x16")  # the first byte of a ClientHello, then a byte every 0.3 s
+            for _ in range(40):
+                time.sleep(0.3)
+                sock.sendall(b"\x03")
+        except OSError:
+            closed_after = time.monotonic() - t0
+        finally:
+            sock.close()
+    assert closed_after is not None and closed_after < 5.0, closed_after
