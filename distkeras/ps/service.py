@@ -452,7 +452,8 @@ class ParameterServerService:
             while True:
                 with self._lock:
                     conn.busy = False
-                    if self._stopping.is_set():
+                    # stopping: leave, unless a request has begun to arrive (stop() waits for it)
+                    if self._stopping.is_set() and not _has_unread_bytes(sock):
                         return
                 reader.wait_start()
                 with self._lock:
@@ -712,6 +713,9 @@ def _linger(sock: socket.socket, timeout: float = 0.5, quiet: float = 0.02, limi
 
 def _has_unread_bytes(sock: socket.socket) -> bool:
     """Whether ``sock`` has bytes waiting to be read (or an EOF to report), without reading."""
+    pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted and buffered
+    if pending is not None and pending():
+        return True
     try:
         poller = select.poll()
         poller.register(sock, select.POLLIN)
