@@ -1,6 +1,6 @@
 """The parameter-server service, its clients and checkpoints: the public names in one place.
 
-Standalone: imports only ``distkeras.core``, NumPy, msgpack, fsspec and the standard
+Standalone: imports only ``distkeras.core``, ``distkeras.storage`` (fsspec, for checkpoints), NumPy, msgpack and the standard
 library (no pyspark), so a server or a worker can run anywhere::
 
     from distkeras.ps import serve, connect
