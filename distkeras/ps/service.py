@@ -400,7 +400,9 @@ class ParameterServerService:
             while True:
                 with self._lock:
                     conn.busy = False
-                    if self._stopping.is_set():
+                    # stopping: a request whose bytes have arrived is served first, as stop()
+                    # promises (this thread may get here only after stop() began)
+                    if self._stopping.is_set() and not _has_unread_bytes(sock):
                         return
                 reader.wait_start()
                 with self._lock:
