@@ -14,6 +14,12 @@ cannot release the live one from a synchronous round), so a retried task never r
 its dead predecessor. Every fenced request is counted, by operation. ``seq``
 increases by one per commit of an attempt; a commit whose seq is not above the last one
 seen for that (worker, attempt) is a replay and is acknowledged without being applied.
+
+Centers are lent without a copy: :meth:`ParameterServerState.lease_center` hands out the
+current center (a service sends it straight from there). While a lease is held, a commit
+does not write that center: it writes the new one into a spare buffer
+(``Strategy.apply_into``) and publishes it; the old buffer becomes a spare once its leases
+are released. A center nobody holds is updated in place (``Strategy.apply_inplace``).
 """
 
 from __future__ import annotations
@@ -70,6 +76,32 @@ class PullResult(NamedTuple):
     round: int
 
 
+class CenterLease:
+    """A published center, lent without a copy: ``center`` (read-only) does not change until
+    :meth:`release` (or the end of a ``with`` block). Release it promptly: its buffer is not
+    reused while it is held."""
+
+    __slots__ = ("center", "clock", "round", "_server", "_buffer", "_released")
+
+    def __init__(self, server: "ParameterServerState", center: np.ndarray, clock: int, round_: int):
+        self._server, self._buffer = server, center
+        self.center = center.view()
+        self.center.flags.writeable = False
+        self.clock, self.round = clock, round_
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._server._release(self._buffer)
+
+    def __enter__(self) -> "CenterLease":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
 @dataclass
 class WorkerRecord:
     attempt: int = 0
@@ -119,6 +151,8 @@ class ParameterServerState:
         self.workers = {w: WorkerRecord() for w in range(self.num_workers)}
         self.stats_ = ServerStats()
         self._round_buffer: dict[int, Commit] = {}
+        self._spares: list[np.ndarray] = []  # center buffers nobody reads: the next commit writes one
+        self._leased: dict[int, list[Any]] = {}  # id(buffer) -> [buffer, number of leases]
         self._lock = threading.Lock()
         self._round_done = threading.Condition(self._lock)
         self.started = time.monotonic()
@@ -151,6 +185,34 @@ class ParameterServerState:
             raise Fenced(worker, attempt, rec.attempt, op)
         if attempt > rec.attempt:
             raise ValueError(f"worker {worker} attempt {attempt} has not registered (the current attempt is {rec.attempt}); register() first")
+
+    def _apply(self, commits: list[Commit]) -> None:
+        """Apply commits (the lock held). A center nobody holds a lease on is updated in place
+        (the fewest bytes moved); a leased one is left alone: the new center goes into a spare
+        buffer and replaces it, and the old one becomes a spare once its leases are released."""
+        old = self.state.center
+        if id(old) not in self._leased:
+            self.state = self.strategy.apply_inplace(self.state, commits)
+            return
+        spare = self._spares.pop() if self._spares else np.empty_like(old)
+        try:
+            self.state = self.strategy.apply_into(self.state, commits, spare)
+        except BaseException:
+            self._spares.append(spare)
+            raise
+        if self.state.center is not spare:  # a rule that ignored ``out``: keep its array
+            self._spares.append(spare)
+        if old is not self.state.center and id(old) not in self._leased:
+            self._spares.append(old)
+
+    def _release(self, buffer: np.ndarray) -> None:
+        with self._lock:
+            entry = self._leased[id(buffer)]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._leased[id(buffer)]
+                if buffer is not self.state.center:
+                    self._spares.append(buffer)
 
     def _expected(self) -> int:
         return sum(1 for r in self.workers.values() if r.active)
@@ -194,6 +256,23 @@ class ParameterServerState:
             else:
                 np.copyto(out, self.state.center)
             return PullResult(out, self.clock, self.round)
+
+    def lease_center(self, worker: int, attempt: int = 0, nbytes_in: int = 0) -> CenterLease:
+        """A pull without a copy: the current center, lent until the lease is released (the
+        caller sends it from there). Counts as a pull of ``worker`` like :meth:`pull`."""
+        with self._lock:
+            rec = self._record(worker)
+            self._fence(worker, rec, attempt, "pull")
+            rec.pull_clock = self.clock
+            if self.strategy.needs_center_at_pull:
+                rec.center_at_pull = self.state.center.copy()
+            self.stats_.pulls += 1
+            self.stats_.bytes_in += nbytes_in
+            center = self.state.center
+            self.stats_.bytes_out += center.nbytes
+            entry = self._leased.setdefault(id(center), [center, 0])
+            entry[1] += 1
+            return CenterLease(self, center, self.clock, self.round)
 
     def commit(self, worker: int, attempt: int, seq: int, payload: np.ndarray, samples: int = 1, nbytes_in: int = 0) -> CommitResult:
         """Offer one decoded commit. Never raises for bad data: the result says what happened.
@@ -244,7 +323,7 @@ class ParameterServerState:
             rec.last_staleness = staleness
             self.stats_.samples += int(samples)
             if not self.strategy.synchronous:
-                self.state = self.strategy.apply_inplace(self.state, [c])
+                self._apply([c])
                 self.clock += 1
                 self.stats_.commits_applied += 1
                 return CommitResult(APPLIED, self.clock, self.round, "", staleness)
@@ -259,7 +338,7 @@ class ParameterServerState:
         that left after committing to this round are part of it (nothing is lost)."""
         if self._round_buffer and all(w in self._round_buffer for w, r in self.workers.items() if r.active):
             commits = [self._round_buffer[w] for w in sorted(self._round_buffer)]
-            self.state = self.strategy.apply_inplace(self.state, commits)
+            self._apply(commits)
             self.stats_.commits_applied += len(commits)
             self._round_buffer.clear()
             self.clock += 1

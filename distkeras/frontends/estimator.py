@@ -28,7 +28,7 @@ Persistence is plain data, never pickle: the params as Spark ML JSON metadata
 file (:mod:`distkeras.frontends.model_io`; read back in Keras safe mode) or, for the estimator,
 its model as a :class:`~distkeras.backends.ModelSpec` JSON file plus a ``.npy`` weights vector.
 The stage folder is resolved by Hadoop like the metadata (so a relative path or ``hdfs://``
-lands in the same place) and written through fsspec.
+lands in the same place) and written through :mod:`distkeras.storage` (atomically, any fsspec URL).
 
 ``optimizer``, ``loss`` and ``metrics`` are strings: a Keras name (``"adam"``) or the JSON of a
 Keras-serialized object; Keras objects and dicts given to the constructor or setters are
@@ -50,6 +50,7 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasFeaturesCol, HasLabelCol, HasPredictionCol
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 
+from distkeras import storage
 from distkeras.frontends.model_io import ModelIOError, load_model, normalize_url, save_model
 
 MODEL_FILE = "model.keras"
@@ -288,33 +289,12 @@ def _join(base: str, name: str) -> str:
     return os.path.join(base, name) if "://" not in base else base.rstrip("/") + "/" + name
 
 
-def _open(url: str, mode: str):
-    """A local path (parent folders made for writing) or any other fsspec URL, opened in ``mode``."""
-    if "://" not in url:
-        if "w" in mode:
-            os.makedirs(os.path.dirname(url), exist_ok=True)
-        return open(url, mode)
-    import fsspec
-
-    return fsspec.open(url, mode)
-
-
 def _write_bytes(url: str, data: bytes) -> None:
-    try:
-        with _open(url, "wb") as fh:
-            fh.write(data)
-    except Exception as exc:
-        raise ModelIOError(f"cannot write {url!r}: {type(exc).__name__}: {exc}") from exc
+    storage.write_bytes_atomic(url, data, what="stage file", error=ModelIOError)
 
 
 def _read_bytes(url: str) -> bytes:
-    try:
-        with _open(url, "rb") as fh:
-            return fh.read()
-    except FileNotFoundError as exc:
-        raise ModelIOError(f"cannot read {url!r}: no such file") from exc
-    except Exception as exc:
-        raise ModelIOError(f"cannot read {url!r}: {type(exc).__name__}: {exc}") from exc
+    return storage.read_bytes(url, what="stage file", error=ModelIOError)
 
 
 def _check_class(metadata: dict, cls: type, path: str) -> None:

@@ -29,7 +29,9 @@ connection, and frames are limited to a few KiB so a stranger cannot make the se
 allocate. Nothing is ever unpickled.
 
 A commit may ask for the new center back (``pull: true``), so commit-and-pull costs one
-round trip; for synchronous strategies that reply waits until the round closes.
+round trip; for synchronous strategies that reply waits until the round closes. Centers are
+sent straight from the state machine's published buffer (``lease_center``: no copy per
+request; commits meanwhile write the next version into a spare buffer).
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def default_max_frame(size: int) -> int:
 
 
 class _Conn:
-    __slots__ = ("sock", "peer", "busy", "worker", "attempt", "thread", "_out")
+    __slots__ = ("sock", "peer", "busy", "worker", "attempt", "thread")
 
     def __init__(self, sock: socket.socket, peer: Any):
         self.sock = sock
@@ -116,14 +118,6 @@ class _Conn:
         self.worker: int | None = None
         self.attempt = 0
         self.thread: threading.Thread | None = None
-        self._out: np.ndarray | None = None
-
-    def out(self, size: int) -> np.ndarray:
-        """This connection's reply buffer for the center: pulls are copied into it and sent
-        from it, so no memory is allocated (and page-faulted in) per request."""
-        if self._out is None:
-            self._out = np.empty(size, dtype=np.float32)
-        return self._out
 
 
 class _Refuse(Exception):
@@ -452,7 +446,8 @@ class ParameterServerService:
             while True:
                 with self._lock:
                     conn.busy = False
-                    # stopping: leave, unless a request has begun to arrive (stop() waits for it)
+                    # stopping: a request whose bytes have arrived is served first, as stop()
+                    # promises (this thread may get here only after stop() began)
                     if self._stopping.is_set() and not _has_unread_bytes(sock):
                         return
                 reader.wait_start()
@@ -572,8 +567,9 @@ class ParameterServerService:
             if op == "commit":
                 self._commit(conn, msg, nbytes)
             elif op == "pull":
-                res = self.state.pull(conn.worker, conn.attempt, nbytes_in=nbytes, out=conn.out(self.size))
-                self._send(conn, "ok", clock=res.clock, round=res.round, center=res.center)
+                # sent straight from the published center (no copy): no commit writes it meanwhile
+                with self.state.lease_center(conn.worker, conn.attempt, nbytes_in=nbytes) as lease:
+                    self._send(conn, "ok", clock=lease.clock, round=lease.round, center=lease.center)
             elif op == "stats":
                 self.state.record_bytes(nbytes_in=nbytes)
                 self._send(conn, "ok", stats=self.stats())
@@ -639,9 +635,11 @@ class ParameterServerService:
             if wait_round is not None:
                 self._wait_round(conn, wait_round)
                 fields["status"] = APPLIED if result.status == PENDING else result.status
-            res = self.state.pull(conn.worker, conn.attempt, out=conn.out(self.size))
-            fields["clock"] = res.clock
-            fields["center"] = res.center
+            with self.state.lease_center(conn.worker, conn.attempt) as lease:
+                fields["clock"] = lease.clock
+                fields["center"] = lease.center
+                self._send(conn, "ok", **fields)
+            return
         self._send(conn, "ok", **fields)
 
     def _wait_round(self, conn: _Conn, round_: int) -> None:

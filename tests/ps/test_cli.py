@@ -71,7 +71,7 @@ def test_serve_with_a_round_timeout_and_a_final_checkpoint_that_fails(secret_fil
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 1
         err = proc.stderr.read()
-        assert f"distkeras ps serve: the final checkpoint of parameter-server shard 0 ({addresses}) failed: cannot write checkpoint {url}/shard-00.npz" in err
+        assert f"distkeras ps serve: the final checkpoint of parameter-server shard 0 ({addresses}) failed: cannot write checkpoint to '{url}/shard-00.npz'" in err
         assert "Traceback" not in err
     finally:
         proc.kill()

@@ -52,6 +52,38 @@ def client(svc, worker=0, attempt=0, **kw) -> PSClient:
 
 
 # -- basic protocol -------------------------------------------------------------------------
+def test_commit_and_pull_receive_the_center_straight_into_out():
+    """``out`` is filled by the socket itself (no copy out of a receive buffer), the server sends
+    from its published center (no copy per request), and the figures are the same as without."""
+    svc = service(size=50_000, workers=2)
+    try:
+        c = client(svc)
+        other = client(svc, worker=1)
+        tails = []
+        read_into = c._reader.read_into
+
+        def spy(max_size, into):
+            body, tail = read_into(max_size, into)
+            tails.append(tail is not None and np.shares_memory(tail, into))
+            return body, tail
+
+        c._reader.read_into = spy
+        out = np.full(50_000, np.nan, F32)
+        for i in range(1, 4):
+            center, info = c.commit(np.full(50_000, 1.0, F32), out=out)
+            assert center is out and info["status"] == "applied"
+            np.testing.assert_array_equal(out, np.full(50_000, 2 * i - 1, F32))
+            got, _ = other.commit(np.full(50_000, 1.0, F32))  # a new array: copied out as before
+            np.testing.assert_array_equal(got, np.full(50_000, 2 * i, F32))
+        center, clock = c.pull(out=out)
+        assert center is out and clock == 6 and (out == 6).all()
+        assert tails == [True] * 4
+        wait_for(lambda: not svc.state._leased)  # every lease is released once its reply is sent
+        c.close(), other.close()
+    finally:
+        svc.stop()
+
+
 def test_pull_commit_stats_bye(downpour):
     c = client(downpour, worker=1)
     assert c.info["size"] == 1000 and c.info["strategy"] == "downpour" and c.info["synchronous"] is False
