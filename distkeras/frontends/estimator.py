@@ -182,6 +182,13 @@ class _KerasEstimatorParams(_KerasModelParams):
     shards = Param(Params._dummy(), "shards", "parameter-server shards (asynchronous strategies)", typeConverter=TypeConverters.toInt)
     checkpoint = Param(Params._dummy(), "checkpoint", "fsspec URL for parameter-server checkpoints ('' for none)", typeConverter=TypeConverters.toString)
     progress = Param(Params._dummy(), "progress", "show a progress bar on the driver", typeConverter=TypeConverters.toBoolean)
+    psHost = Param(
+        Params._dummy(),
+        "psHost",
+        "address the executors reach the parameter server at ('' for the default: $DISTKERAS_PS_HOST, else the driver's address)",
+        typeConverter=TypeConverters.toString,
+    )
+    psBind = Param(Params._dummy(), "psBind", "local address the parameter server listens on ('' for the default)", typeConverter=TypeConverters.toString)
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -199,6 +206,8 @@ class _KerasEstimatorParams(_KerasModelParams):
             shards=1,
             checkpoint="",
             progress=False,
+            psHost="",
+            psBind="",
         )
 
     def getStrategy(self) -> str:
@@ -239,6 +248,12 @@ class _KerasEstimatorParams(_KerasModelParams):
 
     def getProgress(self) -> bool:
         return self.getOrDefault(self.progress)
+
+    def getPsHost(self) -> str:
+        return self.getOrDefault(self.psHost)
+
+    def getPsBind(self) -> str:
+        return self.getOrDefault(self.psBind)
 
 
 # --- stage folders: resolved by Hadoop, written through fsspec ------------------------------------
@@ -353,6 +368,8 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
         checkpoint: str = "",
         progress: bool = False,
         predictBatchSize: int = 256,
+        psHost: str = "",
+        psBind: str = "",
     ):
         super().__init__()
         self._spec_json: str | None = None
@@ -436,6 +453,8 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
             checkpoint=self.getCheckpoint() or None,
             seed=self.getSeed(),
             progress=self.getProgress(),
+            ps_host=self.getPsHost() or None,
+            ps_bind=self.getPsBind() or None,
             spark=spark,
             **strategy_params,
         )

@@ -48,6 +48,8 @@ class JobConfig:
     seed: int = 0
     shards: int = 1
     checkpoint: str | None = None
+    ps_host: str | None = None
+    ps_bind: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     conf: dict[str, str] = field(default_factory=dict)
     progress: bool = True
@@ -221,6 +223,8 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         codec=config.codec,
         shards=config.shards,
         checkpoint=config.checkpoint,
+        ps_host=config.ps_host,
+        ps_bind=config.ps_bind,
         seed=config.seed,
         progress=config.progress,
         spark=spark,

@@ -13,6 +13,10 @@ features column and a label column::
 ``backend=`` picks "tensorflow" or "jax" for the workers (default: ``KERAS_BACKEND``);
 ``codec=`` compresses commits ("none", "fp16", "int8", "topk:0.01"); ``shards=`` splits the
 parameter server over processes; ``checkpoint=`` writes checkpoints to an fsspec URL;
+``ps_host=`` is the address the executors reach the parameter server at (default: the
+``DISTKERAS_PS_HOST`` environment variable, else loopback for a local master, else the driver's
+address as Spark knows it, ``spark.driver.host``) and ``ps_bind=`` the local address it listens
+on (default: derived from ``ps_host``; ``"0.0.0.0"`` for every interface);
 ``repartition=False`` takes the DataFrame's partitions as the workers' shards (exactly
 ``num_workers`` of them, e.g. cached after ``df.repartition(num_workers)``) instead of
 shuffling the data into balanced shards at every ``train``.
@@ -52,6 +56,8 @@ class Trainer:
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
+        ps_host: str | None = None,
+        ps_bind: str | None = None,
         spark=None,
         **strategy_params: Any,
     ):
@@ -84,6 +90,8 @@ class Trainer:
         self.seed = int(seed)
         self.progress = progress
         self.repartition = bool(repartition)
+        self.ps_host = ps_host
+        self.ps_bind = ps_bind
         self.spark = spark
         self.history = None
         self.members: list[np.ndarray] = []
@@ -104,6 +112,8 @@ class Trainer:
             progress=self.progress,
             input_shape=self.input_shape,
             repartition=self.repartition,
+            ps_host=self.ps_host,
+            ps_bind=self.ps_bind,
         )
 
     def train(self, df, validation=None):

@@ -46,6 +46,7 @@ from distkeras.core.strategies import Strategy, get_strategy
 
 from . import protocol as wire
 from . import checkpoint as ckpt
+from .endpoint import is_wildcard
 from .protocol import Dropped, FrameReader, decode_frame, pack_parts, send_parts
 
 log = logging.getLogger("distkeras.ps")
@@ -143,6 +144,10 @@ class ParameterServerService:
     (None: until shutdown). ``shard``/``shards``/``offset``/``total_size``: where this
     server's slice lies in the whole vector (set by :class:`ShardedParameterServer`).
     ``max_connections``: connections beyond this are closed at once (each costs a thread).
+    ``host``: the local address to listen on (``0.0.0.0``: every interface); ``advertise``: the
+    host name or address workers are told to connect to (default: ``host``, or this machine's
+    name when ``host`` is a wildcard); see :mod:`distkeras.ps.endpoint`. Beyond loopback every
+    connection still has to pass the HMAC challenge before it may send a request.
     """
 
     def __init__(
@@ -154,6 +159,7 @@ class ParameterServerService:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        advertise: str | None = None,
         codec: str | None = None,
         checkpoint: str | None = None,
         checkpoint_every: int | None = None,
@@ -213,6 +219,7 @@ class ParameterServerService:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval = checkpoint_interval
         self._host, self._port, self._backlog = host, int(port), backlog
+        self._advertise = advertise
         self.max_connections = int(max_connections)
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
@@ -227,11 +234,12 @@ class ParameterServerService:
         self._ckpt_clock: int | None = self.state.clock if resume else None
         self._last_round_commit: dict[int, tuple[int, int, int]] = {}  # worker -> (attempt, seq, round)
         self._counters: Counter = Counter()
-        self.address: tuple[str, int] | None = None
+        self.address: tuple[str, int] | None = None  # (advertised host, port): what workers connect to
+        self.bound_address: tuple[str, int] | None = None  # what the listener is bound to
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self) -> tuple[str, int]:
-        """Bind, listen and serve in background threads. Returns ``(host, port)``."""
+        """Bind, listen and serve in background threads. Returns the advertised ``(host, port)``."""
         if self._listener is not None:
             return self.address
         listener = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET, socket.SOCK_STREAM)
@@ -239,13 +247,15 @@ class ParameterServerService:
         listener.bind((self._host, self._port))
         listener.listen(self._backlog)
         self._listener = listener
-        self.address = listener.getsockname()[:2]
+        self.bound_address = listener.getsockname()[:2]
+        advertise = self._advertise or (socket.gethostname() if is_wildcard(self._host) else self.bound_address[0])
+        self.address = (advertise, self.bound_address[1])
         self._accept_thread = threading.Thread(target=self._accept_loop, name=f"ps-accept-{self.address[1]}", daemon=True)
         self._accept_thread.start()
         if self.checkpoint_url:
             self._ckpt_thread = threading.Thread(target=self._checkpoint_loop, name="ps-checkpoint", daemon=True)
             self._ckpt_thread.start()
-        log.info("parameter server shard %d/%d listening on %s:%d", self.shard, self.shards, *self.address)
+        log.info("parameter server shard %d/%d listening on %s:%d, advertised as %s:%d", self.shard, self.shards, *self.bound_address, *self.address)
         return self.address
 
     def stop(self) -> None:
@@ -304,6 +314,7 @@ class ParameterServerService:
         with self._lock:
             s["service"] = {
                 "address": f"{self.address[0]}:{self.address[1]}" if self.address else None,
+                "bound": f"{self.bound_address[0]}:{self.bound_address[1]}" if self.bound_address else None,
                 "shard": self.shard,
                 "shards": self.shards,
                 "offset": self.offset,

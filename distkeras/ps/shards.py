@@ -85,8 +85,8 @@ def _shard_main(conn: Any, cfg: dict[str, Any]) -> None:
 
 
 class ShardedParameterServer:
-    """S parameter-server processes on ``host``, shard i on ``port + i`` (or any free port
-    when ``port`` is 0). Same arguments as :class:`ParameterServerService` plus ``shards``;
+    """S parameter-server processes listening on ``host``, shard i on ``port + i`` (or any free
+    port when ``port`` is 0), each advertised as ``advertise`` (default: as the service does). Same arguments as :class:`ParameterServerService` plus ``shards``;
     ``center`` may be None when resuming (each shard reads ``URL/shard-NN.npz``).
 
     ``start()`` returns the list of ``(host, port)``; :attr:`addresses` as the

@@ -52,3 +52,35 @@ class WorkerError(RuntimeError):
         if worker_traceback:
             text += "\n\nWorker traceback:\n" + worker_traceback.rstrip()
         super().__init__(text)
+
+
+class ExecutorEnvironmentError(RuntimeError):
+    """An executor's Python cannot run distkeras: the interpreter is missing on its host, or it
+    lacks a module (distkeras itself, the Keras backend, pyarrow...)."""
+
+    def __init__(self, python: str, problem: str, host: str | None = None, missing: str | None = None):
+        self.python = python
+        self.problem = problem
+        self.host = host
+        self.missing = missing
+        where = f" on {host}" if host else ""
+        super().__init__(
+            f"the executors' Python ({python}){where} {problem}. Every executor needs a Python with distkeras and "
+            "its extras installed (pip install 'distkeras[all]' on each host, or a shared virtual environment / "
+            "a packed environment shipped with --archives), named by PYSPARK_PYTHON or spark.pyspark.python; "
+            "see the README's 'Running on a cluster'"
+        )
+
+
+class DataPathError(FileNotFoundError):
+    """Training data the driver can read but the executors cannot (a local path on a cluster)."""
+
+    def __init__(self, path: str, host: str | None = None):
+        self.path = path
+        self.host = host
+        where = f" (on {host})" if host else ""
+        super().__init__(
+            f"the executors cannot read {path}{where}: on a cluster every executor reads the data itself, so the path "
+            "must be readable from every host (HDFS, S3, a shared or replicated file system), not a file local to "
+            "the driver; or load it on the driver and pass a DataFrame made from it"
+        )

@@ -104,7 +104,10 @@ def evaluate(model, df, features_col: str = "features", label_col: str = "label"
 
     spec_json, weights_b64 = _shipped(model)
     input_shape = _input_shape(model)
-    prepared, feed_spec = feed.prepare(df, features_col, label_col, input_shape=input_shape)
+    from .diagnose import explained
+
+    with explained(df.sparkSession):  # the feed's probe: the first job on the executors
+        prepared, feed_spec = feed.prepare(df, features_col, label_col, input_shape=input_shape)
 
     def worker_fn(worker: int, attempt: int, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         from distkeras.backends import KerasAdapter, ModelSpec, select_backend

@@ -54,6 +54,11 @@ class RunOptions:
     # of them, e.g. a DataFrame cached after repartition(num_workers)), which saves shuffling
     # the whole data set at every run; True: round-robin repartition (balanced, mixed shards).
     repartition: bool = True
+    # The parameter server: the host the executors connect to (default: $DISTKERAS_PS_HOST, else
+    # loopback for a local master, else the driver's address as Spark knows it) and the local
+    # address it listens on (default: derived from that host; see distkeras.ps.endpoint).
+    ps_host: str | None = None
+    ps_bind: str | None = None
 
 
 def _server_stats(service) -> dict:
@@ -151,7 +156,10 @@ def run_training(spec, df, strategy: Strategy, options: RunOptions, *, features_
     num_workers = 1 if strategy.name == "single" else int(options.num_workers)
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
-    prepared, feed_spec = feed.prepare(df, features_col, label_col, input_shape=options.input_shape)
+    from .diagnose import explained
+
+    with explained(spark):  # the feed's probe is the run's first job on the executors
+        prepared, feed_spec = feed.prepare(df, features_col, label_col, input_shape=options.input_shape)
     initial = np.asarray(spec.weights, dtype=np.float32)
     history = History(strategy=strategy.name, params=strategy.params())
     config = WorkerConfig(
@@ -168,15 +176,20 @@ def run_training(spec, df, strategy: Strategy, options: RunOptions, *, features_
     service = None
     try:
         if strategy.exchanges:
-            from .ps import addresses_of, serve
+            from distkeras.ps import addresses_of, serve
+
+            from .session import ps_endpoint
 
             secret = new_secret()
+            endpoint = ps_endpoint(spark, options.ps_host, options.ps_bind)
             service = serve(
                 strategy,
                 initial,
                 num_workers,
                 secret,
                 shards=options.shards,
+                host=endpoint.bind,
+                advertise=endpoint.advertise,
                 codec=options.codec,
                 checkpoint=options.checkpoint,
                 checkpoint_every=options.checkpoint_every if options.checkpoint else None,
@@ -186,7 +199,8 @@ def run_training(spec, df, strategy: Strategy, options: RunOptions, *, features_
             config.secret_b64 = base64.b64encode(secret).decode("ascii")
         else:
             config.initial_b64 = encode_vector(initial)
-        rows = prepared.count()
+        with explained(spark):
+            rows = prepared.count()
         per_worker = rows // num_workers
         if per_worker < options.batch_size:
             raise ValueError(

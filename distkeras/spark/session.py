@@ -265,3 +265,50 @@ def task_slots(spark: "SparkSession") -> int:
         cpus = int(sc.getConf().get("spark.task.cpus", "1") or 1)
         return max(1, threads // max(1, cpus))
     return int(sc.defaultParallelism)
+
+
+def _conf(spark: "SparkSession", key: str) -> str | None:
+    try:
+        value = spark.conf.get(key, None)
+    except Exception:  # a key the session does not know
+        return None
+    return str(value) if value else None
+
+
+def driver_host(spark: "SparkSession") -> str:
+    """The driver's address as Spark's executors know it: ``spark.driver.host`` (Spark sets it
+    at start from ``SPARK_LOCAL_IP``/``SPARK_LOCAL_HOSTNAME`` or the machine's name), else the
+    address the driver's RPC endpoint is bound to, else this machine's name."""
+    host = _conf(spark, "spark.driver.host")
+    if host:
+        return host
+    try:  # classic sessions only (a private JVM handle)
+        return str(spark.sparkContext._jsc.sc().env().rpcEnv().address().host())
+    except Exception:
+        import socket
+
+        return socket.gethostname()
+
+
+def ps_endpoint(spark: "SparkSession", ps_host: str | None = None, ps_bind: str | None = None):
+    """Where the run's parameter server listens and the address its workers get
+    (:class:`distkeras.ps.endpoint.Endpoint`), for the master and driver of ``spark``."""
+    master = _conf(spark, "spark.master") or ""
+    return choose_ps_endpoint(master, None if is_local_master(master) else driver_host(spark), ps_host, ps_bind)
+
+
+def choose_ps_endpoint(master: str, driver: str | None, ps_host: str | None = None, ps_bind: str | None = None):
+    """``ps_host`` > ``$DISTKERAS_PS_HOST`` > loopback for a local master > ``driver`` (the
+    driver's address as Spark knows it). Warns when a cluster run would advertise loopback."""
+    from distkeras.ps.endpoint import ENV_PS_HOST, LOOPBACK, is_loopback, resolve_endpoint
+
+    endpoint = resolve_endpoint(ps_host, ps_bind, LOOPBACK if is_local_master(master) or not driver else driver)
+    if is_loopback(endpoint.advertise) and not _is_loopback_master(master):
+        source = "ps_host" if ps_host else (ENV_PS_HOST if os.environ.get(ENV_PS_HOST) else "spark.driver.host")
+        warnings.warn(
+            f"the parameter server advertises {endpoint.advertise} ({source}) to the executors of master {master!r}: "
+            "executors on other hosts cannot reach it there; set ps_host (or spark.driver.host) to an address "
+            "of the driver that the executors can reach",
+            stacklevel=3,
+        )
+    return endpoint

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from distkeras.spark.diagnose import error_text, explain
 from distkeras.spark.errors import NotEnoughSlotsError, WorkerError
 from distkeras.spark.feed import FeedSpec, collect_partition, partition_data, prepare
 from distkeras.spark.session import task_slots
@@ -125,23 +126,6 @@ class _WorkerTask:
         )
 
 
-def _error_text(exc: BaseException) -> str:
-    """Everything Spark says about a failure: the Python-side message and, for Py4JJavaError, the
-    Java exception with its causes."""
-    parts = [str(exc)]
-    java = getattr(exc, "java_exception", None)
-    if java is not None:
-        try:
-            parts.append(str(java.toString()))
-            cause = java.getCause()
-            while cause is not None:
-                parts.append(str(cause.toString()))
-                cause = cause.getCause()
-        except Exception:
-            pass
-    return "\n".join(parts)
-
-
 def _spark_summary(text: str, max_lines: int = 25) -> str:
     """Spark's failure text without the Java stack frames."""
     lines: list[str] = []
@@ -214,10 +198,13 @@ def run_workers(
     try:
         table = out.toArrow()
     except Exception as exc:
-        text = _error_text(exc)
+        text = error_text(exc)
         err = _decode_failure(text)
         if err is not None:
             raise err from exc
+        env = explain(exc, spark)
+        if env is not None:  # an executor without distkeras, data only the driver can read
+            raise env from exc
         if barrier and any(m in text for m in _SLOTS_MARKERS):
             raise NotEnoughSlotsError(num_workers, task_slots(spark), strategy, "Spark: BarrierJobSlotsNumberCheckFailed") from exc
         if "Job aborted" in text or "Python worker exited unexpectedly" in text:

@@ -116,7 +116,7 @@ def test_cached_adapter_restarts_runs_like_a_fresh_model():
 @pytest.fixture
 def services(monkeypatch):
     """Every parameter-server service the runner starts during the test."""
-    from distkeras.spark import ps
+    import distkeras.ps as ps
 
     started = []
     real_serve = ps.serve
@@ -182,6 +182,21 @@ def test_worker_error_reaches_the_driver_and_the_service_stops(spark, digits, mo
     assert "run_worker_raising" in err.worker_traceback
     (service,) = services
     _assert_stopped(service)
+
+
+@pytest.mark.slow
+def test_ps_host_and_ps_bind_reach_the_workers(spark, digits, services):
+    """The server listens on ``ps_bind`` and the workers connect to ``ps_host`` (a name here)."""
+    from distkeras.frontends.trainers import ADAG
+
+    train_df, _, _ = digits
+    trainer = ADAG(make_mlp(), **trainer_kwargs(spark=spark, num_epoch=1, ps_host="localhost", ps_bind="0.0.0.0"))
+    trainer.train(train_df)
+    (service,) = services
+    assert service.address[0] == "localhost" and service.bound_address == ("0.0.0.0", service.address[1])
+    s = trainer.history.server
+    assert s["service"]["address"] == f"localhost:{service.address[1]}"
+    assert s["commits_applied"] == len(trainer.history.commits) > 0
 
 
 @pytest.mark.slow

@@ -86,3 +86,31 @@ def test_session_reused_and_configured(spark):
     assert S.task_slots(spark) == 4
     with pytest.raises(ValueError, match="already runs in this process"):
         S.get_or_create_session("local[1]")
+
+
+def test_ps_endpoint_of_a_local_session_is_loopback(spark, monkeypatch):
+    monkeypatch.delenv("DISTKERAS_PS_HOST", raising=False)
+    assert S.ps_endpoint(spark) == ("127.0.0.1", "127.0.0.1")
+    monkeypatch.setenv("DISTKERAS_PS_HOST", "localhost")
+    assert S.ps_endpoint(spark) == ("127.0.0.1", "localhost")
+
+
+def test_ps_endpoint_of_a_cluster_is_the_driver_host(monkeypatch, recwarn):
+    monkeypatch.delenv("DISTKERAS_PS_HOST", raising=False)
+    # an address of another machine (a NAT address, or a host this sandbox does not have): listen everywhere
+    endpoint = S.choose_ps_endpoint("spark://head:7077", "198.51.100.7")
+    assert endpoint == ("0.0.0.0", "198.51.100.7")
+    assert not recwarn.list
+    assert S.choose_ps_endpoint("spark://head:7077", "198.51.100.7", ps_host="localhost", ps_bind="127.0.0.1") == ("127.0.0.1", "localhost")
+    assert "cannot reach it" in str(recwarn.pop(UserWarning).message)  # loopback advertised to a real cluster
+
+
+def test_ps_endpoint_of_a_loopback_cluster_does_not_warn(recwarn, monkeypatch):
+    monkeypatch.delenv("DISTKERAS_PS_HOST", raising=False)
+    assert S.choose_ps_endpoint("spark://127.0.0.1:7077", "127.0.0.1") == ("127.0.0.1", "127.0.0.1")
+    assert S.choose_ps_endpoint("local[2]", None) == ("127.0.0.1", "127.0.0.1")
+    assert not recwarn.list
+
+
+def test_driver_host_is_what_spark_advertises(spark):
+    assert S.driver_host(spark) == spark.sparkContext.getConf().get("spark.driver.host")

@@ -2,11 +2,16 @@
 
     distkeras ps secret FILE
     distkeras ps serve --strategy adag --size 1000000 --secret-file FILE [--shards 4]
-                       [--host 127.0.0.1] [--port 0] [--workers 8] [--param window=12]
+                       [--ps-host HOST] [--ps-bind ADDR] [--port 0] [--workers 8] [--param window=12]
                        [--checkpoint URL [--checkpoint-every N] [--checkpoint-interval SEC]]
                        [--resume URL] [--codec NAME]
 
-``serve`` prints one line, ``listening on HOST:PORT[,HOST:PORT...]``, once every shard
+``--ps-host`` is the address workers connect to (default ``$DISTKERAS_PS_HOST``, else
+127.0.0.1) and ``--ps-bind`` (alias ``--host``) the local address to listen on (default:
+derived from ``--ps-host``). Beyond loopback, every connection must still answer the HMAC
+challenge over the run secret.
+
+``serve`` prints one line, ``listening on HOST:PORT[,HOST:PORT...]`` (the advertised hosts), once every shard
 accepts connections, and stops cleanly on SIGTERM or Ctrl-C (in-flight commits are
 drained and a final checkpoint is written when ``--checkpoint`` is set).
 """
@@ -64,7 +69,18 @@ def register(subparsers: Any) -> None:
     s.add_argument("--strategy", required=True, help="strategy name (adag, downpour, dynsgd, easgd, localsgd, diloco, ...)")
     s.add_argument("--size", type=int, help="length of the flat center (zeros to start); optional with --resume")
     s.add_argument("--secret-file", required=True, help="file holding the run secret (see `distkeras ps secret`)")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument(
+        "--ps-bind",
+        "--host",
+        dest="ps_bind",
+        default=None,
+        help="local address to listen on (default: derived from --ps-host; 0.0.0.0 for every interface)",
+    )
+    s.add_argument(
+        "--ps-host",
+        default=None,
+        help="address workers connect to, printed in the 'listening on' line (default: $DISTKERAS_PS_HOST, else 127.0.0.1)",
+    )
     s.add_argument("--port", type=int, default=0, help="port (shard i listens on PORT+i); 0 picks free ports")
     s.add_argument("--shards", type=int, default=1, help="split the center over this many server processes")
     s.add_argument("--workers", type=int, default=1, help="number of workers (ids 0..K-1; the size of a synchronous round)")
@@ -120,8 +136,15 @@ def _serve(args: argparse.Namespace) -> int:
         return fail("give --size N (the length of the center) or --resume URL")
     else:
         center = np.zeros(args.size, dtype=np.float32)
+    from distkeras.ps.endpoint import resolve_endpoint
+
+    try:
+        endpoint = resolve_endpoint(args.ps_host, args.ps_bind)
+    except ValueError as exc:
+        return fail(str(exc))
     kwargs = dict(
-        host=args.host,
+        host=endpoint.bind,
+        advertise=endpoint.advertise,
         port=args.port,
         codec=args.codec,
         checkpoint=args.checkpoint,

@@ -62,6 +62,13 @@ def register(subparsers) -> None:
     p.add_argument("--param", action="append", type=_key_value, default=[], metavar="K=V", help="strategy hyperparameter, e.g. --param rho=2 (repeatable)")
     p.add_argument("--shards", type=int, default=1, help="parameter-server shards (processes)")
     p.add_argument("--checkpoint", default=None, help="fsspec URL for parameter-server checkpoints")
+    p.add_argument(
+        "--ps-host",
+        default=None,
+        help="address the executors reach the parameter server at (default: $DISTKERAS_PS_HOST, else loopback for a local "
+        "master, else the driver's address as Spark knows it)",
+    )
+    p.add_argument("--ps-bind", default=None, help="local address the parameter server listens on (default: derived from --ps-host; 0.0.0.0 for all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="distkeras-out", help="output folder")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object (last line of stdout)")
@@ -98,6 +105,8 @@ def run_train(args) -> int:
         seed=args.seed,
         shards=args.shards,
         checkpoint=args.checkpoint,
+        ps_host=args.ps_host,
+        ps_bind=args.ps_bind,
         params={k: _parse_value(v) for k, v in args.param},
         conf=dict(args.conf),
         progress=not args.quiet,
