@@ -12,6 +12,7 @@ first test that asks for them; each test asserts on its scenario's part of the J
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -56,6 +57,15 @@ def need_multihost() -> None:
     pytest.skip(f"multi-host tests: {reason} (set {REQUIRE_ENV}=1 to make this a failure)")
 
 
+def alive(pid: int) -> bool:
+    """A process with this pid runs (a zombie does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def netns_list() -> list[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
@@ -69,8 +79,10 @@ def ns_cluster():
     cluster = NamespaceCluster(hosts=HOSTS, cores_per_host=1, memory="1g", backend="jax")
     with cluster:
         yield cluster
+        started = {*cluster.spawned, *(pid for ns in cluster.namespaces for pid in cluster.pids_in(ns))}
     left = set(cluster.namespaces) & set(netns_list())
     assert not left, f"namespaces left after the cluster stopped: {left}"
+    assert [pid for pid in started if alive(pid)] == [], "processes of the cluster still run after it stopped"
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +93,11 @@ def scenarios(ns_cluster, tmp_path_factory):
         Path(__file__).with_name("_scenarios.py"), ns_cluster.master_url, str(out_dir), ",".join(SCENARIOS), cwd=str(ROOT), timeout=900
     )
     report["out_dir"] = str(out_dir)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
+    timings = ", ".join(
+        f"{name} {r['seconds']} s" + (f" (accuracy {r['accuracy']:.3f})" if "accuracy" in r else "") for name, r in report["scenarios"].items()
+    )
+    print(f"\n[multihost] session {report['driver']['session_seconds']:.1f} s; {timings}")  # shown with -s
     return report
 
 

@@ -10,18 +10,9 @@ import sys
 
 import pytest
 
-from tests.multihost.conftest import HOSTS, need_multihost, netns_list
+from tests.multihost.conftest import HOSTS, alive, need_multihost, netns_list
 
 pytestmark = pytest.mark.slow
-
-
-def alive(pid: int) -> bool:
-    """A process with this pid runs (a zombie does not count)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_cluster_shape(ns_cluster):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from tests.multihost.conftest import HOSTS
@@ -86,4 +85,3 @@ def test_cli_train_across_hosts(ns_cluster, tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["test_accuracy"] >= MIN_ACCURACY, result
     assert (out / "model.keras").is_file()
-    assert np.isfinite(result["test_accuracy"])
