@@ -131,7 +131,7 @@ def test_clear_error_without_root_or_ip(monkeypatch):
 
     assert issubclass(NamespaceUnavailableError, SparkUnavailableError)
     monkeypatch.setattr(sys, "platform", "linux")
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000, raising=False)
     with pytest.raises(NamespaceUnavailableError) as info:
         NamespaceCluster(hosts=1).start()
     assert "needs root" in str(info.value) and "uid 1000" in str(info.value) and "`ip`" not in str(info.value)
@@ -139,7 +139,22 @@ def test_clear_error_without_root_or_ip(monkeypatch):
     with pytest.raises(NamespaceUnavailableError) as info:
         NamespaceCluster(hosts=1).start()
     assert "needs root" in str(info.value) and "the `ip` command from iproute2" in str(info.value)
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(os, "geteuid", lambda: 0, raising=False)
     with pytest.raises(NamespaceUnavailableError) as info:
         NamespaceCluster(hosts=1).start()
     assert "root" not in str(info.value) and "the `ip` command from iproute2 (not found on PATH" in str(info.value)
+
+
+def test_require_env_turns_the_skip_into_a_failure(monkeypatch):
+    """Where namespaces cannot be made, the folder skips, unless DISTKERAS_REQUIRE_MULTIHOST=1
+    (CI) makes that a failure naming what is missing."""
+    from tests.multihost.conftest import REQUIRE_ENV
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000, raising=False)
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"multi-host tests: a NamespaceCluster needs root .*set DISTKERAS_REQUIRE_MULTIHOST=1"):
+        need_multihost()
+    monkeypatch.setenv(REQUIRE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match=r"DISTKERAS_REQUIRE_MULTIHOST=1 but the multi-host tests cannot run: a NamespaceCluster needs root"):
+        need_multihost()
