@@ -9,7 +9,10 @@ Measured side by side in one run, every server and every client in its own proce
   back into a reused buffer).
 
 Clients: 1, 4 and 8. Targets: 1 client on 1 shard moves at least 0.6 of the raw echo's
-MB/s; with 8 clients, 4 shards move at least 2x the aggregate of 1 shard. Each target's
+MB/s; with 8 clients, 4 shards move at least 2x the aggregate of 1 shard; with TLS (a
+per-run certificate, pinned), 1 client on 1 shard moves at least 0.8 of the same server in
+plaintext (``--tls-only`` measures just that pair, plus the raw speed of the primitives a
+per-frame MAC or TLS would use, and writes ``ps_throughput_tls.json``). Each target's
 two sides are measured alternately, ``--repeats`` pairs, and the ratio is the median of
 the per-pair ratios, so a noisy neighbour on the machine hits both sides alike.
 
@@ -87,7 +90,8 @@ def _client_loop(conn) -> None:
         else:
             from distkeras.ps import connect
 
-            client = connect(target, SECRET, worker)
+            address, fingerprint = target if kind == "ps-tls" else (target, None)  # ps-tls: (addresses, pin)
+            client = connect(address, SECRET, worker, fingerprint=fingerprint)
             center = np.empty(size, dtype=np.float32)  # the center lands here: nothing allocated per call
 
             def step():
@@ -153,15 +157,120 @@ def _median(runs: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]} | {"runs": runs}
 
 
+def loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return "n/a"
+
+
+def crypto_speeds(nbytes: int = 4_000_000, repeats: int = 5) -> dict:
+    """MB/s of one core for what a per-frame MAC (HMAC-SHA256, BLAKE2b) or TLS (AES-GCM) does
+    to one 4 MB commit: the cost of integrity alone vs integrity and confidentiality."""
+    import hashlib
+    import hmac
+
+    data = os.urandom(nbytes)
+    key = os.urandom(32)
+    fns = {
+        "hmac_sha256": lambda: hmac.new(key, data, hashlib.sha256).digest(),
+        "blake2b_keyed": lambda: hashlib.blake2b(data, key=key).digest(),
+    }
+    try:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        for bits in (128, 256):
+            aead = AESGCM(os.urandom(bits // 8))
+            fns[f"aes_{bits}_gcm"] = lambda aead=aead: aead.encrypt(os.urandom(12), data, None)
+    except ImportError:
+        pass
+    out = {}
+    for name, fn in fns.items():
+        best = min(_timed(fn) for _ in range(repeats))
+        out[name] = nbytes / best / 1e6
+    return out
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def tls_vs_plaintext(pool: ClientPool, size: int, duration: float, repeats: int) -> tuple[dict, dict]:
+    """1 client, 1 shard, commit-and-pull: the same server with TLS and in plaintext, measured in
+    alternating pairs. Returns (the result row, measurements)."""
+    from distkeras.ps import ShardedParameterServer
+
+    plain = ShardedParameterServer("downpour", np.zeros(size, np.float32), 1, SECRET, shards=1, tls=False)
+    tls = ShardedParameterServer("downpour", np.zeros(size, np.float32), 1, SECRET, shards=1, tls=True)
+    load_before = loadavg()
+    try:
+        plain.start()
+        tls.start()
+        pair = paired(
+            lambda: pool.run("ps", plain.addresses, 1, size, duration),
+            lambda: pool.run("ps-tls", (tls.addresses, tls.tls_fingerprint), 1, size, duration),
+            repeats,
+        )
+    finally:
+        plain.stop()
+        tls.stop()
+    row = result(
+        "TLS vs plaintext, 1 client, 1 shard",
+        "MB/s",
+        pair["b"]["mb_per_s"],
+        pair["a"]["mb_per_s"],
+        "the same server in plaintext, 1 client, 1 shard",
+        0.8,
+        True,
+        ratio=pair["ratio"],
+    )
+    measurements = {
+        "ps 1 shard, 1 client, plaintext": pair["a"],
+        "ps 1 shard, 1 client, tls": pair["b"],
+        "pair_ratios tls/plaintext": pair["ratios"],
+        "loadavg before": load_before,
+        "loadavg after": loadavg(),
+    }
+    return row, measurements
+
+
+def main_tls_only(args, size: int, duration: float, repeats: int) -> None:
+    pool = ClientPool(1)
+    t_start = time.perf_counter()
+    try:
+        row, measurements = tls_vs_plaintext(pool, size, duration, repeats)
+    finally:
+        pool.close()
+    speeds = crypto_speeds()
+    print(f"\nTLS vs plaintext (1 client, 1 shard): {row['ours']:.1f} vs {row['baseline']:.1f} MB/s, median pair ratio {row['ratio']:.3f}")
+    print(f"load average: {measurements['loadavg before']} (before), {measurements['loadavg after']} (after)")
+    print("one core, 4 MB: " + ", ".join(f"{k} {v:.0f} MB/s" for k, v in speeds.items()) + "\n")
+    write_results(
+        "ps_throughput_tls",
+        [row],
+        extra={
+            "config": {"center_floats": size, "duration_s": duration, "pairs_per_ratio": repeats, "quick": args.quick,
+                       "cpus": os.cpu_count(), "wall_s": round(time.perf_counter() - t_start, 1)},
+            "measurements": measurements,
+            "crypto_mb_per_s_one_core": speeds,
+        },
+    )
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=1_000_000, help="center length in float32 values")
     p.add_argument("--duration", type=float, default=None, help="seconds per measurement")
     p.add_argument("--repeats", type=int, default=None, help="alternating pairs for each ratio")
+    p.add_argument("--tls-only", action="store_true", help="only TLS vs plaintext (writes ps_throughput_tls.json)")
     args = p.parse_args()
     duration = args.duration or (0.75 if args.quick else 2.0)
     repeats = args.repeats or (5 if args.quick else 9)
     size = args.size
+    if args.tls_only:
+        return main_tls_only(args, size, duration, repeats)
     client_counts = (1, 4, 8)
 
     from distkeras.ps import ShardedParameterServer
@@ -196,6 +305,8 @@ def main() -> None:
         for shards, clients in ((4, 1), (1, 4), (4, 4)):
             key = f"ps {shards} shard{'s' if shards > 1 else ''}, {clients} client{'s' if clients > 1 else ''}"
             measurements[key] = run("ps", clients, shards)()
+        tls_row, tls_measurements = tls_vs_plaintext(pool, size, duration, repeats)
+        measurements.update({k: v for k, v in tls_measurements.items() if k.startswith("ps ")})
     finally:
         pool.close()
         for srv in servers.values():
@@ -228,6 +339,7 @@ def main() -> None:
             True,
             ratio=eight["ratio"],
         ),
+        tls_row,
     ]
     write_results(
         "ps_throughput",
@@ -245,7 +357,9 @@ def main() -> None:
                 "codec": "none",
                 "wall_s": round(time.perf_counter() - t_start, 1),
             },
-            "pair_ratios": {"1 client: ps/echo": one["ratios"], "8 clients: 4 shards/1 shard": eight["ratios"]},
+            "pair_ratios": {"1 client: ps/echo": one["ratios"], "8 clients: 4 shards/1 shard": eight["ratios"],
+                            "1 client: tls/plaintext": tls_measurements["pair_ratios tls/plaintext"]},
+            "loadavg": {"before tls pair": tls_measurements["loadavg before"], "after": loadavg()},
             "measurements": measurements,
         },
     )

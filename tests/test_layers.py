@@ -40,7 +40,8 @@ ALLOWED_OURS = {
     "punchcard": {"core", "data", "backends", "ps", "spark", "frontends", "punchcard"},
 }
 # third-party packages a pure layer may import (anything in the standard library is fine)
-PURE_THIRD_PARTY = {"core": {"numpy", "msgpack"}, "ps": {"numpy", "msgpack", "fsspec"}}
+# ps: cryptography only makes the run's TLS certificate (imported lazily, in ps/tls.py)
+PURE_THIRD_PARTY = {"core": {"numpy", "msgpack"}, "ps": {"numpy", "msgpack", "fsspec", "cryptography"}}
 
 
 def layer_files(layer: str) -> list[Path]:

@@ -3,12 +3,15 @@
 It owns the center and the strategy's server state and decides, for every commit,
 whether it is applied, buffered for the round (synchronous strategies), a duplicate of
 one already applied, or rejected (fenced attempt, wrong layout, non-finite values).
-Failures are data: every call returns a :class:`CommitResult`; only misuse by the
-caller (an unknown worker id) raises.
+Failures are data: every commit returns a :class:`CommitResult`; only misuse by the
+caller (an unknown worker id) raises, and :class:`Fenced` for a pull or a leave of a
+stale attempt (those have no result to carry a rejection in).
 
 Identity of a commit: (worker, attempt, seq). ``attempt`` is the Spark task attempt:
-when a worker registers a higher attempt, the lower ones are fenced off (their late
-commits are rejected), so a retried task never races its dead predecessor. ``seq``
+when a worker registers a higher attempt, the lower ones are fenced off: their late
+commits are rejected, their pulls refused and their ``leave`` ignored (a zombie attempt
+cannot release the live one from a synchronous round), so a retried task never races
+its dead predecessor. Every fenced request is counted, by operation. ``seq``
 increases by one per commit of an attempt; a commit whose seq is not above the last one
 seen for that (worker, attempt) is a replay and is acknowledged without being applied.
 """
@@ -38,6 +41,15 @@ NON_FINITE = "non_finite"
 NOT_REGISTERED = "not_registered"
 ROUND_CLOSED = "round_closed"
 LEFT = "left"  # the worker called leave(); it must register() again to commit
+
+
+class Fenced(Exception):
+    """A pull or leave from task attempt ``attempt`` of ``worker`` after attempt ``current``
+    registered: the request is refused and changes nothing (but the fenced counters)."""
+
+    def __init__(self, worker: int, attempt: int, current: int, op: str):
+        self.worker, self.attempt, self.current, self.op = int(worker), int(attempt), int(current), op
+        super().__init__(f"worker {worker} attempt {attempt} is fenced off by attempt {current}: its {op} is refused")
 
 
 class CommitResult(NamedTuple):
@@ -77,6 +89,7 @@ class ServerStats:
     commits_applied: int = 0
     duplicates: int = 0
     rejected: Counter = field(default_factory=Counter)
+    fenced: Counter = field(default_factory=Counter)  # fenced requests by operation: register, commit, pull, leave
     rounds: int = 0
     samples: int = 0
     bytes_in: int = 0
@@ -125,7 +138,19 @@ class ParameterServerState:
 
     def _reject(self, reason: str, staleness: int = 0) -> CommitResult:
         self.stats_.rejected[reason] += 1
+        if reason == FENCED:
+            self.stats_.fenced["commit"] += 1
         return CommitResult(REJECTED, self.clock, self.round, reason, staleness)
+
+    def _fence(self, worker: int, rec: WorkerRecord, attempt: int, op: str) -> None:
+        """Raise :class:`Fenced` (counted) when ``attempt`` is older than the worker's current one;
+        ValueError when it is newer (it never registered: a caller's bug)."""
+        if attempt < rec.attempt:
+            self.stats_.rejected[FENCED] += 1
+            self.stats_.fenced[op] += 1
+            raise Fenced(worker, attempt, rec.attempt, op)
+        if attempt > rec.attempt:
+            raise ValueError(f"worker {worker} attempt {attempt} has not registered (the current attempt is {rec.attempt}); register() first")
 
     def _expected(self) -> int:
         return sum(1 for r in self.workers.values() if r.active)
@@ -140,6 +165,7 @@ class ParameterServerState:
             rec = self._record(worker)
             if attempt < rec.attempt:
                 self.stats_.rejected[FENCED] += 1
+                self.stats_.fenced["register"] += 1
                 return False
             if attempt > rec.attempt:
                 rec.attempt = attempt
@@ -150,9 +176,13 @@ class ParameterServerState:
 
     def pull(self, worker: int, attempt: int = 0, nbytes_in: int = 0, out: np.ndarray | None = None) -> PullResult:
         """The center for ``worker``: a fresh copy, or written into ``out`` (a float32 vector
-        of the center's size the caller reuses, so no memory is allocated per pull)."""
+        of the center's size the caller reuses, so no memory is allocated per pull).
+
+        Raises :class:`Fenced` for an attempt older than the worker's current one (a zombie
+        must not read as if it were live, nor move the live attempt's pull clock)."""
         with self._lock:
             rec = self._record(worker)
+            self._fence(worker, rec, attempt, "pull")
             rec.pull_clock = self.clock
             if self.strategy.needs_center_at_pull:
                 rec.center_at_pull = self.state.center.copy()
@@ -237,19 +267,33 @@ class ParameterServerState:
             self.stats_.rounds += 1
             self._round_done.notify_all()
 
+    def round_status(self, round_: int) -> dict[str, list[tuple[int, int]]] | None:
+        """Who round ``round_`` is waiting for: ``{"missing": [(worker, attempt), ...],
+        "committed": [...]}`` (``missing``: active workers that have not committed to it);
+        None when that round is not the open one (it has closed)."""
+        with self._lock:
+            if round_ != self.round:
+                return None
+            missing = [(w, r.attempt) for w, r in self.workers.items() if r.active and w not in self._round_buffer]
+            committed = [(w, self.workers[w].attempt) for w in sorted(self._round_buffer)]
+            return {"missing": missing, "committed": committed}
+
     def wait_round(self, round_: int, timeout: float | None = None) -> bool:
         """Block until round ``round_`` has been applied. False on timeout."""
         with self._round_done:
             return self._round_done.wait_for(lambda: self.round > round_, timeout)
 
-    def leave(self, worker: int) -> None:
-        """A worker has finished: synchronous rounds no longer wait for it.
+    def leave(self, worker: int, attempt: int = 0) -> None:
+        """Attempt ``attempt`` of ``worker`` has finished: synchronous rounds no longer wait for it.
 
         A commit it already made to the current round stays in that round. Later commits
-        from it are rejected (reason ``left``) until it registers again.
+        from it are rejected (reason ``left``) until it registers again. Raises
+        :class:`Fenced` (and changes nothing) for an attempt older than the current one: a
+        zombie's goodbye must not release the live attempt from the rounds.
         """
         with self._lock:
             rec = self._record(worker)
+            self._fence(worker, rec, attempt, "leave")
             rec.active = False
             if self.strategy.synchronous and self._round_buffer:
                 self._maybe_close_round()
@@ -271,6 +315,7 @@ class ParameterServerState:
                 "duplicates": s.duplicates,
                 "rejected": dict(s.rejected),
                 "rejected_total": sum(s.rejected.values()),
+                "fenced": dict(s.fenced),
                 "samples": s.samples,
                 "pulls": s.pulls,
                 "bytes_in": s.bytes_in,

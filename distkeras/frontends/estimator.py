@@ -189,6 +189,12 @@ class _KerasEstimatorParams(_KerasModelParams):
         typeConverter=TypeConverters.toString,
     )
     psBind = Param(Params._dummy(), "psBind", "local address the parameter server listens on ('' for the default)", typeConverter=TypeConverters.toString)
+    psTls = Param(
+        Params._dummy(),
+        "psTls",
+        "TLS on the parameter server's wire: 'on', 'off' or 'auto' (on beyond loopback)",
+        typeConverter=TypeConverters.toString,
+    )
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -208,6 +214,7 @@ class _KerasEstimatorParams(_KerasModelParams):
             progress=False,
             psHost="",
             psBind="",
+            psTls="auto",
         )
 
     def getStrategy(self) -> str:
@@ -254,6 +261,12 @@ class _KerasEstimatorParams(_KerasModelParams):
 
     def getPsBind(self) -> str:
         return self.getOrDefault(self.psBind)
+
+    def getPsTls(self) -> bool | None:
+        value = self.getOrDefault(self.psTls).strip().lower()
+        if value not in ("on", "off", "auto"):
+            raise ValueError(f"psTls must be 'on', 'off' or 'auto', got {value!r}")
+        return None if value == "auto" else value == "on"
 
 
 # --- stage folders: resolved by Hadoop, written through fsspec ------------------------------------
@@ -370,6 +383,7 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
         predictBatchSize: int = 256,
         psHost: str = "",
         psBind: str = "",
+        psTls: str = "auto",
     ):
         super().__init__()
         self._spec_json: str | None = None
@@ -455,6 +469,7 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
             progress=self.getProgress(),
             ps_host=self.getPsHost() or None,
             ps_bind=self.getPsBind() or None,
+            ps_tls=self.getPsTls(),
             spark=spark,
             **strategy_params,
         )

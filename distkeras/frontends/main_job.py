@@ -50,6 +50,7 @@ class JobConfig:
     checkpoint: str | None = None
     ps_host: str | None = None
     ps_bind: str | None = None
+    ps_tls: bool | None = None
     params: dict[str, Any] = field(default_factory=dict)
     conf: dict[str, str] = field(default_factory=dict)
     progress: bool = True
@@ -225,6 +226,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         checkpoint=config.checkpoint,
         ps_host=config.ps_host,
         ps_bind=config.ps_bind,
+        ps_tls=config.ps_tls,
         seed=config.seed,
         progress=config.progress,
         spark=spark,

@@ -16,10 +16,14 @@ parameter server over processes; ``checkpoint=`` writes checkpoints to an fsspec
 ``ps_host=`` is the address the executors reach the parameter server at (default: the
 ``DISTKERAS_PS_HOST`` environment variable, else loopback for a local master, else the driver's
 address as Spark knows it, ``spark.driver.host``) and ``ps_bind=`` the local address it listens
-on (default: derived from ``ps_host``; ``"0.0.0.0"`` for every interface);
+on (default: derived from ``ps_host``; ``"0.0.0.0"`` for every interface); ``ps_tls=`` encrypts
+the parameter server's wire with a certificate made for the run and pinned by the workers
+(default ``None``: on when it listens beyond loopback);
 ``repartition=False`` takes the DataFrame's partitions as the workers' shards (exactly
 ``num_workers`` of them, e.g. cached after ``df.repartition(num_workers)``) instead of
-shuffling the data into balanced shards at every ``train``.
+shuffling the data into balanced shards at every ``train``. ``round_timeout=`` (synchronous
+strategies, default 600 s): how long a worker waits for the others to commit to a round
+before the run fails naming the worker(s) that did not (None: wait forever).
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ class Trainer:
         repartition: bool = True,
         ps_host: str | None = None,
         ps_bind: str | None = None,
+        ps_tls: bool | None = None,
+        round_timeout: float | None = 600.0,
         spark=None,
         **strategy_params: Any,
     ):
@@ -92,6 +98,10 @@ class Trainer:
         self.repartition = bool(repartition)
         self.ps_host = ps_host
         self.ps_bind = ps_bind
+        self.ps_tls = ps_tls
+        if round_timeout is not None and not round_timeout > 0:
+            raise ValueError(f"round_timeout must be > 0 seconds or None, got {round_timeout}")
+        self.round_timeout = round_timeout
         self.spark = spark
         self.history = None
         self.members: list[np.ndarray] = []
@@ -114,6 +124,8 @@ class Trainer:
             repartition=self.repartition,
             ps_host=self.ps_host,
             ps_bind=self.ps_bind,
+            ps_tls=self.ps_tls,
+            round_timeout=self.round_timeout,
         )
 
     def train(self, df, validation=None):

@@ -1,7 +1,8 @@
 """The parameter-server service, its clients and checkpoints: the public names in one place.
 
 Standalone: imports only ``distkeras.core``, NumPy, msgpack, fsspec and the standard
-library (no pyspark), so a server or a worker can run anywhere::
+library (no pyspark; ``cryptography`` when a server makes its TLS certificate), so a server
+or a worker can run anywhere::
 
     from distkeras.ps import serve, connect
     server = serve("adag", np.zeros(n, np.float32), num_workers=4, secret=secret, shards=2)
@@ -9,6 +10,10 @@ library (no pyspark), so a server or a worker can run anywhere::
     client = connect(addresses, secret, worker=0)
     center, clock = client.pull()
     center, info = client.commit(update, samples=128)   # commit and pull in one round trip
+
+Beyond loopback the server speaks TLS by default with a certificate made for the run; workers
+pin it: ``connect(addresses, secret, worker, fingerprint=server.tls_fingerprint)`` (see
+:mod:`distkeras.ps.tls`).
 """
 
 from __future__ import annotations

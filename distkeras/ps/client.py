@@ -10,10 +10,18 @@ that was not answered. A resent commit carries the same (worker, attempt, seq), 
 server applies it once. When the server cannot be reached before ``retry_timeout``
 seconds have passed since the first failure, :class:`PSConnectionError` names host:port
 and the last cause. Error replies raise :class:`PSRemoteError` with the server's message.
+
+Until the first connection succeeds, a wrong address fails fast instead of retrying for
+``retry_timeout``: a host name that does not resolve, and "no route to host" / "network
+unreachable", fail at once; a refused connection (nothing listens on the port) is retried
+for ``refused_timeout`` seconds only (a server started alongside may be a moment late).
+Once a connection has succeeded the address is known to be right, and every failure is
+retried for ``retry_timeout`` (a server restarting from its checkpoint refuses for a while).
 """
 
 from __future__ import annotations
 
+import errno
 import hmac
 import socket
 import time
@@ -25,6 +33,7 @@ import numpy as np
 from distkeras.core import codecs
 
 from . import protocol as wire
+from . import tls as _tls
 from .protocol import Dropped, FrameReader, decode_frame, pack_parts, send_parts
 from .service import (
     AUTH_MAX_FRAME,
@@ -37,6 +46,7 @@ from .service import (
 )
 
 _RETRYABLE = (OSError, Dropped, wire.WireError)
+_UNREACHABLE = {errno.EHOSTUNREACH: "no route to host", errno.ENETUNREACH: "the network is unreachable"}
 
 
 class _Retry(Exception):
@@ -71,9 +81,15 @@ class PSClient:
 
     ``codec``: how commits are encoded (``none``, ``fp16``, ``int8``, ``topk:0.01``); the
     codec's worker state (top-k residual) lives here. ``retry_timeout``: seconds of
-    failed tries (connect or request) before giving up. ``timeout``: seconds to wait for one
-    reply (a synchronous commit-and-pull waits for the whole round, so keep it generous).
+    failed tries (connect or request) before giving up. ``refused_timeout``: before the first
+    connection succeeded, seconds of refused connections (nothing listening on the port)
+    before giving up. ``timeout``: seconds to wait for one reply (a synchronous
+    commit-and-pull waits for the whole round, so keep it above the server's round_timeout).
+    ``handshake_timeout``: seconds the server has to answer the authentication handshake.
     Connects at construction. Not thread-safe: one client per worker thread.
+    ``fingerprint``: the SHA-256 fingerprint of the server's TLS certificate (the server's
+    ``tls_fingerprint``); ``tls``: True, False or None (auto: TLS exactly when a fingerprint
+    is given). A server whose certificate does not match is refused (see :mod:`distkeras.ps.tls`).
     """
 
     def __init__(
@@ -86,18 +102,25 @@ class PSClient:
         *,
         codec: str | codecs.Codec | None = None,
         retry_timeout: float = 60.0,
+        refused_timeout: float = 10.0,
         timeout: float | None = 600.0,
+        handshake_timeout: float = 30.0,
         backoff: float = 0.05,
         max_backoff: float = 2.0,
+        tls: bool | None = None,
+        fingerprint: str | None = None,
     ):
         if not secret:
             raise ValueError("the run secret must not be empty")
         self.host, self.port = str(host), int(port)
+        self.tls_fingerprint = _tls.client_fingerprint(tls, fingerprint, f"{self.host}:{self.port}")  # None: plaintext
         self.secret = bytes(secret)
         self.worker, self.attempt = int(worker), int(attempt)
         self.codec = codecs.get_codec(codec)
         self.retry_timeout = retry_timeout
+        self.refused_timeout = refused_timeout
         self.timeout = timeout
+        self.handshake_timeout = handshake_timeout
         self.backoff, self.max_backoff = backoff, max_backoff
         self.seq = 0  # next commit's sequence number
         self.info: dict[str, Any] = {}
@@ -122,9 +145,15 @@ class PSClient:
         sock = socket.create_connection((self.host, self.port), timeout=min(10.0, self.retry_timeout or 10.0))
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(self.timeout)
+            # one deadline for the whole handshake (TLS's included): something else listening on
+            # this port, or a server that accepts but never answers, must not hold us for
+            # ``timeout`` per try
+            deadline = time.monotonic() + self.handshake_timeout
+            if self.tls_fingerprint is not None:
+                sock.settimeout(self.handshake_timeout)
+                sock = _tls.wrap_client(sock, self.tls_fingerprint, self.address)
             reader = FrameReader(sock, initial=AUTH_MAX_FRAME)
-            msg = wire.decode(reader.read(AUTH_MAX_FRAME), AUTH_MAX_FRAME)
+            msg = wire.decode(reader.read(AUTH_MAX_FRAME, deadline), AUTH_MAX_FRAME)
             if msg["op"] == "error":
                 self._raise_error(msg)
             if msg["op"] != "challenge":
@@ -135,7 +164,8 @@ class PSClient:
                 sock,
                 pack_parts("hello", worker=self.worker, attempt=self.attempt, response=wire.auth_response(self.secret, challenge), challenge=mine),
             )
-            reply = wire.decode(reader.read(AUTH_MAX_FRAME), AUTH_MAX_FRAME)
+            reply = wire.decode(reader.read(AUTH_MAX_FRAME, deadline), AUTH_MAX_FRAME)
+            sock.settimeout(self.timeout)
             if reply["op"] == "error":
                 self._raise_error(reply)
             if reply["op"] != "ok":
@@ -210,12 +240,28 @@ class PSClient:
                 if first_failure is None:
                     first_failure = now
                 elapsed = now - first_failure
-                if elapsed >= self.retry_timeout:
+                limit = self.retry_timeout
+                who = f"the parameter server at {self.address} (worker {self.worker}, attempt {self.attempt})"
+                if not self.info:  # never connected yet: a wrong address fails fast
+                    if isinstance(exc, socket.gaierror):
+                        raise PSConnectionError(
+                            f"cannot reach {who}: host {self.host!r} does not resolve ({exc.strerror or exc}); check the host name"
+                        ) from exc
+                    if isinstance(exc, OSError) and exc.errno in _UNREACHABLE:
+                        raise PSConnectionError(f"cannot reach {who}: {_UNREACHABLE[exc.errno]} to {self.host} ({exc.strerror or exc})") from exc
+                    if isinstance(exc, ConnectionRefusedError):
+                        limit = min(self.retry_timeout, self.refused_timeout)
+                        if elapsed >= limit:
+                            raise PSConnectionError(
+                                f"cannot reach {who}: connection refused for {elapsed:.1f}s ({tries + 1} tries): nothing listens on "
+                                f"port {self.port} of {self.host} (the port is closed); is the server running, and are host and port right? "
+                                f"Last error: {exc}"
+                            ) from exc
+                if elapsed >= limit:
                     raise PSConnectionError(
-                        f"cannot reach the parameter server at {self.address} (worker {self.worker}, attempt {self.attempt}): "
-                        f"gave up after {tries + 1} tries in {elapsed:.1f}s; last error: {type(exc).__name__}: {exc}"
+                        f"cannot reach {who}: gave up after {tries + 1} tries in {elapsed:.1f}s; last error: {type(exc).__name__}: {exc}"
                     ) from exc
-                time.sleep(min(self.backoff * (2**tries), self.max_backoff, self.retry_timeout - elapsed))
+                time.sleep(max(0.0, min(self.backoff * (2**tries), self.max_backoff, limit - elapsed)))
                 tries += 1
             except BaseException:
                 self._drop()  # e.g. KeyboardInterrupt mid-frame: the stream is out of step
@@ -408,7 +454,8 @@ class ShardedPSClient:
 
 
 def connect(addresses: str | Sequence[str | tuple[str, int]], secret: bytes, worker: int, attempt: int = 0, **kwargs: Any) -> PSClient | ShardedPSClient:
-    """A :class:`PSClient` for one address, a :class:`ShardedPSClient` for several."""
+    """A :class:`PSClient` for one address, a :class:`ShardedPSClient` for several (keyword
+    arguments go to every PSClient: ``tls=`` and ``fingerprint=`` pin the run's one certificate)."""
     addrs = parse_addresses(addresses)
     if len(addrs) == 1:
         return PSClient(addrs[0][0], addrs[0][1], secret, worker, attempt, **kwargs)

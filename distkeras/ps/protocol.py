@@ -33,6 +33,7 @@ import hmac
 import os
 import socket
 import struct
+import time
 from typing import Any
 
 import msgpack
@@ -465,9 +466,14 @@ class FrameReader:
         self._buf = bytearray(size)
         self._addr = np.frombuffer(self._buf, np.uint8).ctypes.data if size else 0
 
-    def _fill(self, view: memoryview, started: bool) -> None:
+    def _fill(self, view: memoryview, started: bool, deadline: float | None = None) -> None:
         got = 0
         while got < view.nbytes:
+            if deadline is not None:  # one deadline for the whole frame, not one per recv
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"the frame did not arrive before the deadline ({got} of {view.nbytes} bytes)")
+                self.sock.settimeout(left)
             n = self.sock.recv_into(view[got:])
             if not n:
                 where = "in the middle of a frame" if (started or got) else "between frames"
@@ -481,21 +487,23 @@ class FrameReader:
             raise Dropped("connection closed by peer between frames")
         self._have = 1
 
-    def read(self, max_size: int) -> memoryview:
+    def read(self, max_size: int, deadline: float | None = None) -> memoryview:
         """The next frame's body as a view of the internal buffer (valid until the next read).
 
         Raises WireError for a length over ``max_size`` (nothing is allocated, the rest of
-        the frame is not read: the caller should close) and Dropped on EOF.
+        the frame is not read: the caller should close) and Dropped on EOF. ``deadline``
+        (a ``time.monotonic()`` value): the whole frame must have arrived by then, however
+        the peer spaces its bytes, else TimeoutError (the socket's timeout is changed).
         """
         header = memoryview(self._header)
-        self._fill(header[self._have :], started=self._have > 0)
+        self._fill(header[self._have :], started=self._have > 0, deadline=deadline)
         self._have = 0
         length = frame_length(bytes(self._header), max_size)
         if length + ALIGN > len(self._buf):
             self._alloc(min(max(length, 2 * len(self._buf)), max_size) + ALIGN)
         buf = memoryview(self._buf)
         head = min(length, _PEEK)
-        self._fill(buf[:head], started=True)
+        self._fill(buf[:head], started=True, deadline=deadline)
         shift = 0
         if length >= ZERO_COPY_MIN:
             data = _first_array_data(buf[:head], ZERO_COPY_MIN)
@@ -503,5 +511,5 @@ class FrameReader:
                 shift = -(self._addr + data) % ALIGN
                 if shift:
                     buf[shift : shift + head] = bytes(buf[:head])
-        self._fill(buf[shift + head : shift + length], started=True)
+        self._fill(buf[shift + head : shift + length], started=True, deadline=deadline)
         return buf[shift : shift + length]

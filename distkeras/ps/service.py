@@ -16,10 +16,14 @@ A connection goes through::
     client -> bye {}                                     -> ok {}  (the worker leaves; closed)
 
 Any problem is answered with ``error {code, message[, reason]}`` that names it; codes:
-``auth`` (bad or missing HMAC), ``fenced`` (an older task attempt), ``bad_request``
+``auth`` (bad or missing HMAC, or a handshake not finished within ``auth_timeout``: one
+deadline for the whole handshake, so a peer trickling bytes cannot hold a connection),
+``fenced`` (an older task attempt: its hello, commit, pull and bye are refused and the
+connection closed, naming both attempts), ``bad_request``
 (malformed frame or message, wrong field, undecodable update), ``rejected`` (the state
 machine refused the commit: non-finite values, wrong layout, ...; ``reason`` says which),
-``timeout`` (a synchronous round did not close in time), ``shutdown`` (the server is
+``timeout`` (a synchronous round did not close within ``round_timeout``: names the workers
+that did not commit to it), ``shutdown`` (the server is
 stopping: reconnect later), ``internal``. Before authentication every error closes the
 connection, and frames are limited to a few KiB so a stranger cannot make the server
 allocate. Nothing is ever unpickled.
@@ -31,6 +35,7 @@ round trip; for synchronous strategies that reply waits until the round closes.
 from __future__ import annotations
 
 import logging
+import os
 import select
 import socket
 import threading
@@ -41,12 +46,13 @@ from typing import Any
 import numpy as np
 
 from distkeras.core import codecs
-from distkeras.core.server import APPLIED, DUPLICATE, PENDING, ParameterServerState
+from distkeras.core.server import APPLIED, DUPLICATE, FENCED, PENDING, Fenced, ParameterServerState
 from distkeras.core.strategies import Strategy, get_strategy
 
 from . import protocol as wire
 from . import checkpoint as ckpt
 from .endpoint import is_wildcard
+from . import tls as _tls
 from .protocol import Dropped, FrameReader, decode_frame, pack_parts, send_parts
 
 log = logging.getLogger("distkeras.ps")
@@ -133,7 +139,9 @@ class ParameterServerService:
 
     ``strategy``: a Strategy or a registry name. ``center``: the initial 1-D float32 center
     (may be None with ``resume``). ``secret``: the run secret (bytes); ``None`` makes a
-    fresh one (read it from ``.secret``). ``codec``: accept only updates encoded with this
+    fresh one (read it from ``.secret``). ``tls``: True, False, None (auto: TLS when ``host``
+    is beyond loopback) or :class:`~distkeras.ps.tls.Credentials`; with TLS, workers pin
+    ``.tls_fingerprint`` (see :mod:`distkeras.ps.tls`). ``codec``: accept only updates encoded with this
     codec (a name such as ``"topk"``); ``None`` accepts every known codec.
     ``checkpoint``: an fsspec URL; a background thread writes a checkpoint once
     ``checkpoint_every`` commits have been applied since the last one and/or every
@@ -141,8 +149,11 @@ class ParameterServerService:
     strategy state, worker attempts and sequence numbers). ``idle_timeout``: seconds a
     connection may stay silent before it is closed (a client reconnects by itself).
     ``round_timeout``: how long a synchronous commit-and-pull waits for its round
-    (None: until shutdown). ``shard``/``shards``/``offset``/``total_size``: where this
-    server's slice lies in the whole vector (set by :class:`ShardedParameterServer`).
+    (None: until shutdown); when it runs out the waiting worker gets a ``timeout`` error
+    naming the workers that have not committed to the round. ``auth_timeout``: seconds a
+    new connection has to finish the whole handshake (one deadline, not one per read).
+    ``shard``/``shards``/``offset``/``total_size``: where this server's slice lies in the
+    whole vector (set by :class:`ShardedParameterServer`).
     ``max_connections``: connections beyond this are closed at once (each costs a thread).
     ``host``: the local address to listen on (``0.0.0.0``: every interface); ``advertise``: the
     host name or address workers are told to connect to (default: ``host``, or this machine's
@@ -176,6 +187,7 @@ class ParameterServerService:
         total_size: int | None = None,
         backlog: int = 128,
         max_connections: int = 1024,
+        tls: "bool | _tls.Credentials | None" = None,
     ):
         self.strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
         if not self.strategy.exchanges:
@@ -210,6 +222,8 @@ class ParameterServerService:
         self.num_workers = int(num_workers)
         self.codec = codecs.get_codec(codec).name if codec is not None else None
         self._codecs = {name: cls() for name, cls in codecs.CODECS.items()}
+        self.tls = _tls.server_credentials(tls, host)  # None: plaintext
+        self._tls_context = self.tls.server_context() if self.tls is not None else None
         self.max_frame = int(max_frame) if max_frame is not None else default_max_frame(self.size)
         self.idle_timeout = idle_timeout
         self.auth_timeout = auth_timeout
@@ -260,7 +274,9 @@ class ParameterServerService:
 
     def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to ``drain_timeout``), close
-        every connection and write a final checkpoint if one is configured."""
+        every connection and write a final checkpoint if one is configured. The checkpoint
+        comes last: when it fails (CheckpointError naming the file and the cause) the
+        listener, the connections and the threads are already closed."""
         if self._stopped:
             return
         self._stopped = True
@@ -294,8 +310,13 @@ class ParameterServerService:
         self._ckpt_wake.set()
         if self._ckpt_thread is not None:
             self._ckpt_thread.join(timeout=60)
-        if self.checkpoint_url:
-            self.write_checkpoint()
+        if self.checkpoint_url:  # last, so that a failure here leaves nothing open
+            try:
+                self.write_checkpoint()
+            except Exception as exc:
+                self._count("checkpoint_errors")
+                where = f"{self.address[0]}:{self.address[1]}" if self.address else "not started"
+                raise ckpt.CheckpointError(f"the final checkpoint of parameter-server shard {self.shard} ({where}) failed: {exc}") from exc
 
     def __enter__(self) -> "ParameterServerService":
         self.start()
@@ -405,19 +426,34 @@ class ParameterServerService:
         sock = conn.sock
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            reader = FrameReader(sock, initial=AUTH_MAX_FRAME)
+            # A backstop over TLS + authentication together: the TLS handshake reads with a
+            # per-recv timeout, so a peer trickling its ClientHello is cut off here.
+            watchdog = threading.Timer(self.auth_timeout + 0.5, _shutdown_fd, (conn.sock.fileno(),))
+            watchdog.daemon = True
+            watchdog.start()
             try:
+                if self._tls_context is not None:
+                    sock = self._start_tls(conn)
+                reader = FrameReader(sock, initial=AUTH_MAX_FRAME)
                 self._handshake(conn, reader)
             except _Refuse as r:
                 self._count("auth_failures" if r.code == E_AUTH else "refused_hellos")
                 self._error(conn, r.code, r.message, r.reason)
                 _linger(sock)
                 return
+            except TimeoutError:  # the whole handshake has one deadline
+                self._count("auth_timeouts")
+                sock.settimeout(1.0)
+                self._error(conn, E_AUTH, f"authentication did not complete within {self.auth_timeout}s (from {_peer(conn.peer)}); closing")
+                return
+            finally:
+                watchdog.cancel()
             sock.settimeout(self.idle_timeout)
             while True:
                 with self._lock:
                     conn.busy = False
-                    if self._stopping.is_set():
+                    # stopping: leave, unless a request has begun to arrive (stop() waits for it)
+                    if self._stopping.is_set() and not _has_unread_bytes(sock):
                         return
                 reader.wait_start()
                 with self._lock:
@@ -450,12 +486,40 @@ class ParameterServerService:
             except OSError:
                 pass
 
+    @property
+    def tls_fingerprint(self) -> str | None:
+        """SHA-256 fingerprint (hex) of the certificate workers must pin; None in plaintext."""
+        return self.tls.fingerprint if self.tls is not None else None
+
+    def _start_tls(self, conn: _Conn) -> socket.socket:
+        """TLS on an accepted connection (before the HMAC handshake); raises OSError to drop it."""
+
+        def refuse_plaintext(sock: socket.socket) -> None:
+            host, port = self.address or ("?", 0)
+            self._error(
+                conn,
+                E_AUTH,
+                f"the parameter server at {host}:{port} requires TLS: connect with tls=True and the fingerprint "
+                f"of its certificate (sha256 {self.tls_fingerprint})",
+            )
+            _linger(sock)
+
+        try:
+            conn.sock = _tls.wrap_server(conn.sock, self._tls_context, self.auth_timeout, refuse_plaintext)
+        except OSError:
+            self._count("tls_failures")
+            raise
+        return conn.sock
+
     def _handshake(self, conn: _Conn, reader: FrameReader) -> None:
+        # One deadline for the whole handshake: a per-recv timeout would let a peer that
+        # sends a byte every few seconds hold this connection (and its thread) forever.
+        deadline = time.monotonic() + self.auth_timeout
         conn.sock.settimeout(self.auth_timeout)
         challenge = wire.new_challenge()
         self._send(conn, "challenge", challenge=challenge, server="distkeras-ps")
         try:
-            msg = wire.decode(reader.read(AUTH_MAX_FRAME), AUTH_MAX_FRAME)
+            msg = wire.decode(reader.read(AUTH_MAX_FRAME, deadline), AUTH_MAX_FRAME)
         except wire.WireError as exc:
             raise _Refuse(E_AUTH, f"authentication required: expected a hello frame ({exc})", close=True) from None
         if msg["op"] != "hello":
@@ -476,7 +540,7 @@ class ParameterServerService:
             raise _Refuse(E_SHUTDOWN, "the parameter server is shutting down", close=True)
         if not self.state.register(worker, attempt):
             current = self.state.workers[worker].attempt
-            raise _Refuse(E_FENCED, f"worker {worker} attempt {attempt} is fenced off by attempt {current}", close=True)
+            raise _Refuse(E_FENCED, f"worker {worker} attempt {attempt} is fenced off by attempt {current}", FENCED, close=True)
         conn.worker, conn.attempt = worker, attempt
         self._send(
             conn,
@@ -504,27 +568,24 @@ class ParameterServerService:
         except wire.WireError as exc:
             raise _Refuse(E_BAD_REQUEST, str(exc)) from None
         op = msg["op"]
-        if op == "commit":
-            self._commit(conn, msg, nbytes)
-        elif op == "pull":
-            self._check_fence(conn)
-            res = self.state.pull(conn.worker, conn.attempt, nbytes_in=nbytes, out=conn.out(self.size))
-            self._send(conn, "ok", clock=res.clock, round=res.round, center=res.center)
-        elif op == "stats":
-            self.state.record_bytes(nbytes_in=nbytes)
-            self._send(conn, "ok", stats=self.stats())
-        elif op == "bye":
-            self.state.leave(conn.worker)
-            self._send(conn, "ok")
-            return False
-        else:
-            raise _Refuse(E_BAD_REQUEST, f"op {op!r} is not a request; send pull, commit, stats or bye")
+        try:
+            if op == "commit":
+                self._commit(conn, msg, nbytes)
+            elif op == "pull":
+                res = self.state.pull(conn.worker, conn.attempt, nbytes_in=nbytes, out=conn.out(self.size))
+                self._send(conn, "ok", clock=res.clock, round=res.round, center=res.center)
+            elif op == "stats":
+                self.state.record_bytes(nbytes_in=nbytes)
+                self._send(conn, "ok", stats=self.stats())
+            elif op == "bye":
+                self.state.leave(conn.worker, conn.attempt)
+                self._send(conn, "ok")
+                return False
+            else:
+                raise _Refuse(E_BAD_REQUEST, f"op {op!r} is not a request; send pull, commit, stats or bye")
+        except Fenced as f:  # a newer attempt of this worker registered: this connection is a zombie's
+            raise _Refuse(E_FENCED, str(f), FENCED, close=True) from None
         return True
-
-    def _check_fence(self, conn: _Conn) -> None:
-        current = self.state.workers[conn.worker].attempt
-        if current > conn.attempt:
-            raise _Refuse(E_FENCED, f"worker {conn.worker} attempt {conn.attempt} is fenced off by attempt {current}", close=True)
 
     def _commit(self, conn: _Conn, msg: dict[str, Any], nbytes: int) -> None:
         try:
@@ -551,8 +612,9 @@ class ParameterServerService:
             vector = np.array(vector, dtype=np.float32, copy=True)
         result = self.state.commit(conn.worker, conn.attempt, seq, vector, samples, nbytes_in=nbytes)
         if not result.ok:
-            code = E_FENCED if result.reason == "fenced" else E_REJECTED
-            raise _Refuse(code, _rejection_message(result.reason, conn, seq, self.size), result.reason, close=code == E_FENCED)
+            code = E_FENCED if result.reason == FENCED else E_REJECTED
+            current = self.state.workers[conn.worker].attempt
+            raise _Refuse(code, _rejection_message(result.reason, conn, seq, self.size, current), result.reason, close=code == E_FENCED)
         if result.status != DUPLICATE:
             self._after_commit()
         wait_round = None
@@ -575,28 +637,56 @@ class ParameterServerService:
         }
         if want_center:
             if wait_round is not None:
-                self._wait_round(wait_round)
+                self._wait_round(conn, wait_round)
                 fields["status"] = APPLIED if result.status == PENDING else result.status
             res = self.state.pull(conn.worker, conn.attempt, out=conn.out(self.size))
             fields["clock"] = res.clock
             fields["center"] = res.center
         self._send(conn, "ok", **fields)
 
-    def _wait_round(self, round_: int) -> None:
+    def _wait_round(self, conn: _Conn, round_: int) -> None:
         deadline = None if self.round_timeout is None else time.monotonic() + self.round_timeout
         while not self.state.wait_round(round_, 0.2):
             if self._stopping.is_set():
                 raise _Refuse(E_SHUTDOWN, f"the parameter server is shutting down before round {round_} closed; reconnect and resend", close=True)
+            if self.state.workers[conn.worker].attempt > conn.attempt:
+                return  # a retry of this task registered (and dropped our round commit): the pull after this wait is fenced
             if deadline is not None and time.monotonic() > deadline:
-                waiting = [w for w, r in self.state.workers.items() if r.active]
-                raise _Refuse(E_TIMEOUT, f"round {round_} did not close within {self.round_timeout}s (active workers: {waiting})")
+                status = self.state.round_status(round_)
+                if status is None:  # it closed just now
+                    return
+                self._count("round_timeouts")
+                raise _Refuse(E_TIMEOUT, _round_timeout_message(round_, self.round_timeout, status, conn))
 
 
-def _rejection_message(reason: str, conn: _Conn, seq: int, size: int) -> str:
+def _workers(pairs: list[tuple[int, int]]) -> str:
+    return ", ".join(f"worker {w} (attempt {a})" for w, a in pairs) or "none"
+
+
+def _round_timeout_message(round_: int, timeout: float, status: dict[str, list[tuple[int, int]]], conn: _Conn) -> str:
+    missing = status["missing"]
+    who = _workers(missing) if missing else "no active worker (every worker left or was replaced by a newer attempt)"
+    return (
+        f"synchronous round {round_} did not close within {timeout:g}s: still waiting for {who}, "
+        f"which did not commit to it (committed: {_workers(status['committed'])}); "
+        f"worker {conn.worker} (attempt {conn.attempt}) stops waiting. A straggler hangs or is far slower "
+        "than the others; raise round_timeout if its rounds legitimately take longer"
+    )
+
+
+def _peer(peer: Any) -> str:
+    try:
+        return f"{peer[0]}:{peer[1]}"
+    except (TypeError, IndexError):
+        return str(peer)
+
+
+def _rejection_message(reason: str, conn: _Conn, seq: int, size: int, current: int | None = None) -> str:
+    newer = f"attempt {current}" if current is not None and current > conn.attempt else "a newer attempt"
     what = {
         "non_finite": "the update contains NaN or Inf values",
         "bad_layout": f"the update is not a float32 vector of length {size}",
-        "fenced": f"worker {conn.worker} attempt {conn.attempt} is fenced off by a newer attempt",
+        "fenced": f"worker {conn.worker} attempt {conn.attempt} is fenced off by {newer}",
         "not_registered": f"worker {conn.worker} attempt {conn.attempt} is not registered",
         "round_closed": f"worker {conn.worker} already committed to this round",
     }.get(reason, reason)
@@ -623,12 +713,30 @@ def _linger(sock: socket.socket, timeout: float = 0.5, quiet: float = 0.02, limi
 
 def _has_unread_bytes(sock: socket.socket) -> bool:
     """Whether ``sock`` has bytes waiting to be read (or an EOF to report), without reading."""
+    pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted and buffered
+    if pending is not None and pending():
+        return True
     try:
         poller = select.poll()
         poller.register(sock, select.POLLIN)
         return bool(poller.poll(0))
     except (OSError, ValueError):  # closed already
         return False
+
+
+def _shutdown_fd(fd: int) -> None:
+    """Shut down the socket behind ``fd`` (also once TLS has taken the socket object over:
+    shutdown acts on the socket, which every duplicate of the descriptor shares)."""
+    try:
+        dup = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        dup.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        dup.close()
 
 
 def _shutdown(sock: socket.socket) -> None:

@@ -9,8 +9,12 @@ each slice and ``int8`` starts its chunks at each slice's offset, so with those 
 the result is close to, not identical with, one shard.
 
 The parent talks to its shards over ``multiprocessing`` pipes (local, never the network):
-start-up, ``stats()``, ``center()`` and ``stop()``. If the parent dies, each shard sees
-its pipe close and shuts down cleanly (final checkpoint included).
+start-up, ``stats()``, ``center()``, ``write_checkpoint()`` and ``stop()``; a shard
+answers every command with ``("ok", value)`` or ``("error", message)``, so a failed
+command (a checkpoint that cannot be written) raises in the parent instead of killing the
+shard. If the parent dies, each shard sees its pipe close and shuts down cleanly (final
+checkpoint included). ``stop()`` stops every shard even when some fail to write their
+final checkpoint, then raises :class:`CheckpointError` naming each shard that failed.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from distkeras.core.strategies import Strategy, get_strategy
 
 from . import protocol as wire
 from . import checkpoint as ckpt
+from . import tls as _tls
 
 
 def shard_bounds(total: int, shards: int) -> list[tuple[int, int]]:
@@ -66,20 +71,30 @@ def _shard_main(conn: Any, cfg: dict[str, Any]) -> None:
                 cmd = conn.recv()
             except (EOFError, OSError):
                 break
-            if cmd == "stats":
-                conn.send(svc.stats())
-            elif cmd == "center":
-                conn.send(svc.center())
-            elif cmd == "checkpoint":
-                conn.send(svc.write_checkpoint())
-            elif cmd == "stop":
+            if cmd == "stop":
                 break
+            try:
+                if cmd == "stats":
+                    reply = ("ok", svc.stats())
+                elif cmd == "center":
+                    reply = ("ok", svc.center())
+                elif cmd == "checkpoint":
+                    reply = ("ok", svc.write_checkpoint())
+                else:
+                    reply = ("error", f"unknown command {cmd!r}")
+            except Exception as exc:  # answer it: the parent raises, this shard keeps serving
+                reply = ("error", f"{type(exc).__name__}: {exc}")
+            conn.send(reply)
     except (EOFError, OSError):
         pass
     finally:
-        svc.stop()
+        error = None
         try:
-            conn.send(("stopped", svc.stats()))
+            svc.stop()  # closes every connection first, then writes the final checkpoint
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        try:
+            conn.send(("stopped", svc.stats(), error))
         except (OSError, EOFError):
             pass
 
@@ -105,6 +120,7 @@ class ShardedParameterServer:
         port: int = 0,
         resume: str | None = None,
         start_timeout: float = 120.0,
+        tls: "bool | _tls.Credentials | None" = None,
         **service_kwargs: Any,
     ):
         self.strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
@@ -130,11 +146,18 @@ class ShardedParameterServer:
         self._resume = resume
         self._kwargs = service_kwargs
         self._start_timeout = start_timeout
+        # one certificate for every shard of the run (None: plaintext); shards get it as data
+        self.tls = _tls.server_credentials(tls, host)
         self._procs: list[Any] = []
         self._pipes: list[Any] = []
         self._lock = threading.Lock()
         self.address_list: list[tuple[str, int]] = []
         self.final_stats: list[dict[str, Any]] | None = None
+
+    @property
+    def tls_fingerprint(self) -> str | None:
+        """SHA-256 fingerprint (hex) of the certificate every shard serves; None in plaintext."""
+        return self.tls.fingerprint if self.tls is not None else None
 
     @property
     def addresses(self) -> str:
@@ -159,6 +182,7 @@ class ShardedParameterServer:
                 shards=self.shards,
                 offset=offset,
                 total_size=self.total_size,
+                tls=self.tls if self.tls is not None else False,
             )
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_shard_main, args=(child, cfg), name=f"distkeras-ps-shard-{i}", daemon=True)
@@ -183,7 +207,17 @@ class ShardedParameterServer:
         with self._lock:
             for pipe in self._pipes:
                 pipe.send(cmd)
-            return [pipe.recv() for pipe in self._pipes]
+            replies = [pipe.recv() for pipe in self._pipes]
+        errors = [f"shard {i} ({self._where(i)}): {msg}" for i, (status, msg) in enumerate(replies) if status != "ok"]
+        if errors:
+            exc = ckpt.CheckpointError if cmd == "checkpoint" else RuntimeError
+            raise exc(f"parameter-server {cmd} failed on " + "; ".join(errors))
+        return [value for _, value in replies]
+
+    def _where(self, i: int) -> str:
+        if i < len(self.address_list):
+            return "%s:%d" % self.address_list[i]
+        return "not started"
 
     def stats(self) -> list[dict[str, Any]]:
         """Every shard's stats, in shard order."""
@@ -197,7 +231,10 @@ class ShardedParameterServer:
         return self._ask("checkpoint")
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Stop every shard (each drains, then writes its final checkpoint) and wait for them."""
+        """Stop every shard (each drains, then writes its final checkpoint) and wait for them.
+        Every shard is stopped and every process joined even if some fail; then a
+        :class:`CheckpointError` names the shards whose final checkpoint failed."""
+        errors: list[str] = []
         with self._lock:
             finals = []
             for pipe in self._pipes:
@@ -205,12 +242,14 @@ class ShardedParameterServer:
                     pipe.send("stop")
                 except (OSError, BrokenPipeError):
                     pass
-            for pipe in self._pipes:
+            for i, pipe in enumerate(self._pipes):
                 try:
                     while pipe.poll(timeout):
                         msg = pipe.recv()
                         if isinstance(msg, tuple) and msg and msg[0] == "stopped":
                             finals.append(msg[1])
+                            if len(msg) > 2 and msg[2]:
+                                errors.append(f"shard {i} ({self._where(i)}): {msg[2]}")
                             break
                 except (EOFError, OSError):
                     pass
@@ -224,6 +263,8 @@ class ShardedParameterServer:
             self._procs, self._pipes = [], []
             if finals:
                 self.final_stats = finals
+        if errors:
+            raise ckpt.CheckpointError("stopping the parameter server: " + "; ".join(errors))
 
     def __enter__(self) -> "ShardedParameterServer":
         self.start()

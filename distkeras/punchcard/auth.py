@@ -16,6 +16,7 @@ import hmac
 import re
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 
 PREFIX = "dkp"
@@ -82,3 +83,53 @@ class Verifier:
     def forget(self, token_id: str) -> None:
         with self._lock:
             self._ok.pop(token_id, None)
+
+
+class FailureLimiter:
+    """Failed-token attempts per client address: after ``max_failures`` within ``window_s``
+    seconds, that address is refused (HTTP 429 with Retry-After) until the oldest of them
+    leaves the window, before any token check (a guesser also stops costing us scrypt).
+    ``max_failures`` 0 turns the limit off. Behind a reverse proxy every client has the
+    proxy's address: set the limit with that in mind."""
+
+    MAX_ADDRESSES = 10_000
+
+    def __init__(self, max_failures: int = 10, window_s: float = 60.0) -> None:
+        if max_failures < 0 or window_s <= 0:
+            raise ValueError(f"need max_failures >= 0 and window_s > 0, got {max_failures} and {window_s}")
+        self.max_failures, self.window_s = int(max_failures), float(window_s)
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, address: str, now: float) -> list[float]:
+        times = [t for t in self._failures.get(address, ()) if t > now - self.window_s]
+        if times:
+            self._failures[address] = times
+        else:
+            self._failures.pop(address, None)
+        return times
+
+    def retry_after(self, address: str, now: float | None = None) -> float:
+        """Seconds this address must wait before its next attempt (0: it may try now)."""
+        if not self.max_failures:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            times = self._recent(address, now)
+        if len(times) < self.max_failures:
+            return 0.0
+        return max(0.0, times[-self.max_failures] + self.window_s - now)
+
+    def failed(self, address: str, now: float | None = None) -> None:
+        if not self.max_failures:
+            return
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if len(self._failures) >= self.MAX_ADDRESSES and address not in self._failures:
+                for other in list(self._failures):
+                    self._recent(other, now)
+                if len(self._failures) >= self.MAX_ADDRESSES:  # still full: forget the quietest
+                    del self._failures[min(self._failures, key=lambda a: self._failures[a][-1])]
+            times = self._recent(address, now)
+            times.append(now)
+            self._failures[address] = times[-self.max_failures :]

@@ -8,13 +8,21 @@
 >>> c.download(job["id"], "trained.keras")
 
 Errors are :class:`PunchcardError` naming the HTTP status and the server's detail; an
-unreachable server gives a :class:`PunchcardError` naming the URL. ``httpx`` is imported
+unreachable server gives a :class:`PunchcardError` naming the URL.
+
+Over HTTPS the server's certificate is checked against the system's CAs, or against the CA in
+``ca="ca.pem"`` (host name included), or pinned: ``fingerprint="SHA-256 hex"`` accepts exactly
+the certificate with that fingerprint (self-signed is fine; no host-name check) and refuses any
+other before the request, token included, is sent. ``httpx`` is imported
 when a client is made, not when this module is imported.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import ssl
 import sys
 import time
 from os import PathLike
@@ -47,16 +55,73 @@ def format_detail(detail: Any) -> str:
     return str(detail)
 
 
+class _PinnedSocket(ssl.SSLSocket):
+    """Checks the peer certificate's SHA-256 against the context's pin as the handshake ends,
+    before the HTTP client can send anything over the connection."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        super().do_handshake(block)
+        pin = getattr(self.context, "distkeras_pin", None)
+        der = self.getpeercert(binary_form=True) or b""
+        got = hashlib.sha256(der).hexdigest()
+        if pin is not None and not hmac.compare_digest(got, pin):
+            self.close()
+            raise ssl.SSLCertVerificationError(
+                f"the server presented a certificate with SHA-256 fingerprint {got}, expected {pin}: refusing to send it anything"
+            )
+
+
+def tls_context(ca: str | PathLike[str] | None = None, fingerprint: str | None = None) -> ssl.SSLContext | None:
+    """The SSLContext for ``ca`` (verify against that CA file) or ``fingerprint`` (pin one
+    certificate), or None (the default: system CAs). ValueError naming the problem."""
+    if ca is not None and fingerprint is not None:
+        raise ValueError("give a CA file or a certificate fingerprint to check the server against, not both")
+    if ca is not None:
+        if not Path(ca).is_file():
+            raise ValueError(f"the CA file {str(ca)!r} does not exist")
+        try:
+            return ssl.create_default_context(cafile=str(ca))
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"cannot load the CA file {str(ca)!r}: {exc}") from None
+    if fingerprint is not None:
+        text = fingerprint.strip().lower().removeprefix("sha256:").replace(":", "")
+        if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+            raise ValueError(f"a certificate fingerprint is 64 hex digits (SHA-256, colons allowed), got {fingerprint!r}")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # the pin replaces the chain: checked in _PinnedSocket
+        ctx.sslsocket_class = _PinnedSocket
+        ctx.distkeras_pin = text  # type: ignore[attr-defined]
+        return ctx
+    return None
+
+
 class Client:
-    def __init__(self, url: str, token: str, timeout: float = 60.0) -> None:
+    """``ca``: a PEM CA file to verify an HTTPS server against; ``fingerprint``: the SHA-256
+    of the server's certificate, pinned (see the module doc)."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        timeout: float = 60.0,
+        *,
+        ca: str | PathLike[str] | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
         import httpx
 
         self.url = url.rstrip("/")
         self._httpx = httpx
+        ctx = tls_context(ca, fingerprint)
+        if ctx is not None and not self.url.lower().startswith("https://"):
+            raise ValueError(f"a CA file or fingerprint checks an HTTPS server; {self.url!r} is not https://")
         self._http = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {token}", "User-Agent": "distkeras-punchcard-client"},
             timeout=timeout,
+            **({"verify": ctx} if ctx is not None else {}),
         )
 
     def close(self) -> None:

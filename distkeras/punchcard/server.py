@@ -11,6 +11,11 @@ Endpoints (all under ``/v1``; every one but ``/v1/health`` needs ``Authorization
   ``GET /v1/jobs/{id}/model`` (the trained ``model.keras``) and
   ``GET /v1/jobs/{id}/files/{name}`` (``model.keras``, ``history.json``, ``curves.png``).
 - Another token's job is answered 404, exactly like a job that does not exist.
+- A token that expired is answered 401 naming when; an address that presented
+  ``auth_max_failures`` invalid tokens within ``auth_window_s`` seconds is answered 429 with
+  ``Retry-After`` (whatever it sends) until the window has moved on.
+- Over TLS with ``serve(..., ssl_certfile=, ssl_keyfile=)`` (``distkeras punchcard serve
+  --tls-cert F --tls-key F``); clients verify against a CA or pin the certificate's SHA-256.
 
 With curl::
 
@@ -27,6 +32,7 @@ import json
 import os
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -65,6 +71,8 @@ class Settings:
     python: str | None = None
     policy: Policy = field(default_factory=Policy)
     grace_s: float = 5.0
+    auth_max_failures: int = 10  # invalid tokens per client address within auth_window_s; 0: no limit
+    auth_window_s: float = 60.0
 
     @property
     def max_upload_bytes(self) -> int:
@@ -249,6 +257,7 @@ def create_app(settings: Settings) -> FastAPI:
     store = Store(settings.db)
     runner = JobRunner(store, settings.workdir, python=settings.python, grace_s=settings.grace_s)
     verifier = auth.Verifier()
+    limiter = auth.FailureLimiter(settings.auth_max_failures, settings.auth_window_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -270,18 +279,30 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings, app.state.store, app.state.runner = settings, store, runner
     bearer = HTTPBearer(auto_error=False, description="a punchcard token: dkp_<id>_<secret>")
 
-    def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+    def caller(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+        address = request.client.host if request.client else "unknown"
+        wait = limiter.retry_after(address)
+        if wait > 0:
+            seconds = max(1, int(wait + 0.999))
+            raise HTTPException(
+                429,
+                f"too many invalid tokens from {address} ({limiter.max_failures} within {limiter.window_s:g} s); retry after {seconds} s",
+                headers={"Retry-After": str(seconds)},
+            )
         if creds is None:
             raise _unauthorized("missing bearer token (send 'Authorization: Bearer <token>')")
         parsed = auth.parse(creds.credentials)
-        if parsed is None:
-            raise _unauthorized("invalid token")
-        row = store.token_row(parsed[0])
+        row = store.token_row(parsed[0]) if parsed is not None else None
         if row is None or not verifier.check(creds.credentials, row["id"], row["salt"], row["hash"], row["kdf"]):
+            limiter.failed(address)  # only guesses count: a revoked or expired token was a real one
             raise _unauthorized("invalid token")
         if row["revoked_at"] is not None:
             verifier.forget(row["id"])
             raise _unauthorized("this token has been revoked")
+        if row["expires_at"] is not None and time.time() >= row["expires_at"]:
+            verifier.forget(row["id"])
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(row["expires_at"]))
+            raise _unauthorized(f"this token expired at {when}; ask for a new one (distkeras punchcard token add NAME --expires-in ...)")
         return Caller(token_id=row["id"], name=row["name"])
 
     Who = Annotated[Caller, Depends(caller)]
@@ -473,15 +494,45 @@ def workdir_lock(workdir: Path):  # type: ignore[no-untyped-def]
         os.close(fd)
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8765, log_level: str = "info") -> None:
+def check_tls_files(certfile: str | os.PathLike[str] | None, keyfile: str | os.PathLike[str] | None) -> None:
+    """Both or neither, readable and loadable as a pair; RuntimeError naming the file otherwise."""
+    import ssl
+
+    if (certfile is None) != (keyfile is None):
+        raise RuntimeError("TLS needs both a certificate (--tls-cert) and its private key (--tls-key)")
+    if certfile is None:
+        return
+    for what, path in (("certificate", certfile), ("private key", keyfile)):
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            raise RuntimeError(f"the TLS {what} file {str(path)!r} does not exist or is not readable")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise RuntimeError(f"cannot use the TLS certificate {str(certfile)!r} with the key {str(keyfile)!r}: {exc}") from None
+
+
+def serve(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    log_level: str = "info",
+    ssl_certfile: str | os.PathLike[str] | None = None,
+    ssl_keyfile: str | os.PathLike[str] | None = None,
+) -> None:
+    """Run the server (blocks). With ``ssl_certfile`` and ``ssl_keyfile`` (PEM) it speaks HTTPS."""
     import uvicorn
 
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    check_tls_files(ssl_certfile, ssl_keyfile)
+    if ssl_certfile is None and host not in ("127.0.0.1", "localhost", "::1"):
         print(
-            f"punchcard: listening on {host}: tokens travel in clear over plain HTTP; put the server behind"
-            " a TLS-terminating proxy",
+            f"punchcard: listening on {host}: tokens travel in clear over plain HTTP; serve TLS"
+            " (--tls-cert F --tls-key F) or put the server behind a TLS-terminating proxy",
             file=sys.stderr,
         )
     with workdir_lock(Path(settings.workdir)):
         app = create_app(settings)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+        uvicorn.run(
+            app, host=host, port=port, log_level=log_level, server_header=False,
+            ssl_certfile=None if ssl_certfile is None else str(ssl_certfile),
+            ssl_keyfile=None if ssl_keyfile is None else str(ssl_keyfile),
+        )

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     hash        BLOB NOT NULL,
     kdf         TEXT NOT NULL,
     created_at  REAL NOT NULL,
-    revoked_at  REAL
+    revoked_at  REAL,
+    expires_at  REAL
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id          TEXT PRIMARY KEY,
@@ -86,6 +87,9 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            columns = {r["name"] for r in self._db.execute("PRAGMA table_info(tokens)")}
+            if "expires_at" not in columns:  # a database made before tokens could expire
+                self._db.execute("ALTER TABLE tokens ADD COLUMN expires_at REAL")
 
     def close(self) -> None:
         with self._lock:
@@ -99,17 +103,21 @@ class Store:
 
     # --- tokens ---------------------------------------------------------------------------
 
-    def add_token(self, name: str) -> str:
-        """Create a token named ``name`` and return it; only its hash is stored."""
+    def add_token(self, name: str, expires_in: float | None = None) -> str:
+        """Create a token named ``name`` and return it; only its hash is stored. With
+        ``expires_in`` (seconds) the server refuses it from then on (401 naming the expiry)."""
         name = name.strip()
         if not name or len(name) > 64 or not all(c.isalnum() or c in "._-@" for c in name):
             raise TokenError(f"invalid token name {name!r}: use 1-64 letters, digits or . _ - @")
+        if expires_in is not None and not expires_in > 0:
+            raise TokenError(f"a token's lifetime must be positive, got {expires_in} s")
         new = auth.generate()
+        now = time.time()
         with self._lock:
             try:
                 self._db.execute(
-                    "INSERT INTO tokens (id, name, salt, hash, kdf, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (new.token_id, name, new.salt, new.digest, new.kdf, time.time()),
+                    "INSERT INTO tokens (id, name, salt, hash, kdf, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (new.token_id, name, new.salt, new.digest, new.kdf, now, None if expires_in is None else now + expires_in),
                 )
             except sqlite3.IntegrityError:
                 raise TokenError(f"a token named {name!r} already exists") from None
@@ -118,7 +126,7 @@ class Store:
     def list_tokens(self) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT t.id, t.name, t.created_at, t.revoked_at,"
+                "SELECT t.id, t.name, t.created_at, t.revoked_at, t.expires_at,"
                 " (SELECT COUNT(*) FROM jobs j WHERE j.token_id = t.id) AS jobs"
                 " FROM tokens t ORDER BY t.created_at"
             ).fetchall()
@@ -138,7 +146,7 @@ class Store:
     def token_row(self, token_id: str) -> sqlite3.Row | None:
         with self._lock:
             return self._db.execute(
-                "SELECT id, name, salt, hash, kdf, revoked_at FROM tokens WHERE id = ?", (token_id,)
+                "SELECT id, name, salt, hash, kdf, revoked_at, expires_at FROM tokens WHERE id = ?", (token_id,)
             ).fetchone()
 
     # --- jobs -----------------------------------------------------------------------------

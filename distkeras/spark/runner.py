@@ -10,6 +10,12 @@
    worker of a round runs at once), showing progress from the server's stats,
 4. always stops the service (errors and KeyboardInterrupt included) and returns the
    center, the ensemble members (if any), the per-worker summaries and the history.
+
+Failures are reported, never hidden: a worker that hangs in a synchronous round makes the
+others' round wait end after ``RunOptions.round_timeout`` with an error naming it (which
+fails the job), and a final checkpoint that cannot be written is attached as a note to the
+error that is already propagating, or raised as :class:`CheckpointError` when the training
+itself succeeded (with the trained center on the exception, as ``.center``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from distkeras.core.strategies import Strategy
+from distkeras.ps.checkpoint import CheckpointError
 from distkeras.ps.protocol import new_secret
 
 from .history import History
@@ -45,6 +52,9 @@ class RunOptions:
     backend: str | None = None
     codec: str = "none"
     shards: int = 1
+    # TLS on the parameter server's wire: None (auto: on when it listens beyond loopback), True,
+    # False. With TLS the workers pin the run certificate's fingerprint (WorkerConfig.ps_fingerprint).
+    ps_tls: bool | None = None
     checkpoint: str | None = None
     checkpoint_every: int = 100
     seed: int = 0
@@ -59,6 +69,12 @@ class RunOptions:
     # address it listens on (default: derived from that host; see distkeras.ps.endpoint).
     ps_host: str | None = None
     ps_bind: str | None = None
+    # Synchronous strategies: how long a worker that committed to a round waits for the others
+    # (the skew between the fastest and the slowest worker of one round, not the round's length).
+    # A worker that hangs then fails the run with an error naming it, instead of a run that waits
+    # forever. 600 s is generous for real training (workers of a barrier stage start together and
+    # get equal shards); raise it for very uneven executors or data, None waits forever.
+    round_timeout: float | None = 600.0
 
 
 def _server_stats(service) -> dict:
@@ -146,13 +162,32 @@ class _Monitor:
             print(file=sys.stderr)
 
 
+def _stop_service(service, failure: BaseException | None, center: np.ndarray | None) -> None:
+    """Stop the parameter server. If that fails (its final checkpoint cannot be written) while
+    ``failure`` propagates, the stop error becomes a note on ``failure`` (the run's own error
+    stays the one raised); after a successful training it is raised as CheckpointError."""
+    try:
+        service.stop()
+    except Exception as exc:
+        if failure is not None:
+            failure.add_note(f"distkeras: in addition, stopping the parameter server failed: {type(exc).__name__}: {exc}")
+            return
+        if isinstance(exc, CheckpointError):
+            err = CheckpointError(f"the training finished, but its final checkpoint could not be written (the trained center is on this error as .center): {exc}")
+            err.center = center
+            raise err from exc
+        raise
+
+
 def run_training(spec, df, strategy: Strategy, options: RunOptions, *, features_col: str, label_col: str, spark=None, evaluate_center: Callable[[np.ndarray], dict] | None = None) -> TrainingResult:
     """Train ``spec`` (a backends.ModelSpec carrying its initial weights) on ``df`` under ``strategy``."""
     from . import feed, tasks
+    from .security import warn_if_cluster_unprotected
     from .session import get_or_create_session
 
     t0 = time.perf_counter()
     spark = spark or get_or_create_session(backend=options.backend)
+    warn_if_cluster_unprotected(spark)
     num_workers = 1 if strategy.name == "single" else int(options.num_workers)
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
@@ -173,7 +208,15 @@ def run_training(spec, df, strategy: Strategy, options: RunOptions, *, features_
         seed=int(options.seed),
         input_shape=list(options.input_shape) if options.input_shape else None,
     )
+    if options.round_timeout is not None and not options.round_timeout > 0:
+        raise ValueError(f"round_timeout must be > 0 seconds or None, got {options.round_timeout}")
+    if strategy.exchanges and strategy.synchronous:
+        # a worker's reply wait must outlast the server's round wait, so that it receives the
+        # server's error naming the straggler instead of timing out and resending
+        config.request_timeout = None if options.round_timeout is None else float(options.round_timeout) + 60.0
     service = None
+    failure: BaseException | None = None
+    center = None
     try:
         if strategy.exchanges:
             from distkeras.ps import addresses_of, serve
@@ -193,9 +236,12 @@ def run_training(spec, df, strategy: Strategy, options: RunOptions, *, features_
                 codec=options.codec,
                 checkpoint=options.checkpoint,
                 checkpoint_every=options.checkpoint_every if options.checkpoint else None,
+                tls=options.ps_tls,
+                round_timeout=options.round_timeout if strategy.synchronous else None,
             )
             service.start()
             config.ps_addresses = addresses_of(service)
+            config.ps_fingerprint = service.tls_fingerprint or ""
             config.secret_b64 = base64.b64encode(secret).decode("ascii")
         else:
             config.initial_b64 = encode_vector(initial)
@@ -237,9 +283,12 @@ def run_training(spec, df, strategy: Strategy, options: RunOptions, *, features_
         else:
             members = [decode_vector(s.pop("final_b64")) for s in sorted(summaries, key=lambda s: s["worker"])]
             center = members[0] if len(members) == 1 else np.mean(members, axis=0).astype(np.float32)
+    except BaseException as exc:
+        failure = exc
+        raise
     finally:
         if service is not None:
-            service.stop()
+            _stop_service(service, failure, center)
     for s in summaries:
         for record in s.pop("history", []):
             history.commits.append({"worker": s["worker"], **record})

@@ -35,9 +35,13 @@ class WorkerConfig:
     codec: str = "none"
     ps_addresses: str = ""  # "host:port[,host:port...]" (one per shard)
     secret_b64: str = ""
+    ps_fingerprint: str = ""  # SHA-256 of the server's TLS certificate, pinned by the worker ("": plaintext)
     seed: int = 0
     initial_b64: str = ""  # the starting weights (float32) for strategies without a server
     connect_timeout: float = 120.0
+    # seconds to wait for one reply from the parameter server; for synchronous strategies the
+    # runner sets it above the server's round timeout (None: wait as long as the server does)
+    request_timeout: float | None = 600.0
     input_shape: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -233,6 +237,8 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y
         attempt,
         codec=get_codec(config.codec),
         retry_timeout=config.connect_timeout,
+        fingerprint=config.ps_fingerprint or None,
+        timeout=config.request_timeout,
     )
     summary["connect_seconds"] = time.perf_counter() - t_built
     try:

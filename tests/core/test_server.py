@@ -274,3 +274,47 @@ def test_stats_count_bytes_and_pulls():
     s.commit(0, 0, 0, np.ones(10, np.float32), samples=32, nbytes_in=40)
     st = s.stats()
     assert (st["pulls"], st["bytes_out"], st["bytes_in"], st["samples"]) == (1, 40, 40, 32)
+
+
+def test_stale_attempt_pull_and_leave_are_fenced_and_counted():
+    """A zombie attempt (worker 0 attempt 0 after attempt 1 registered) cannot read the center as
+    if it were live, nor deactivate the live attempt with leave(); the error names both attempts."""
+    s = ParameterServerState(get_strategy("downpour"), f32(0.0), num_workers=2)
+    s.commit(0, 0, 0, f32(1.0))
+    assert s.register(0, attempt=1)
+    with pytest.raises(ps.Fenced, match="worker 0 attempt 0 is fenced off by attempt 1: its pull is refused") as e:
+        s.pull(0, 0)
+    assert (e.value.worker, e.value.attempt, e.value.current, e.value.op) == (0, 0, 1, "pull")
+    with pytest.raises(ps.Fenced, match="worker 0 attempt 0 is fenced off by attempt 1: its leave is refused"):
+        s.leave(0, 0)
+    assert s.workers[0].active and s.stats()["pulls"] == 0
+    assert s.commit(0, 0, 1, f32(5.0)).reason == ps.FENCED
+    assert not s.register(0, attempt=0)
+    st = s.stats()
+    assert st["fenced"] == {"pull": 1, "leave": 1, "commit": 1, "register": 1}
+    assert st["rejected"][ps.FENCED] == 4
+    assert s.pull(0, 1).center.tolist() == [1.0]  # the live attempt reads
+    s.leave(0, 1)
+    assert not s.workers[0].active
+    with pytest.raises(ValueError, match="worker 1 attempt 3 has not registered"):
+        s.pull(1, 3)
+
+
+def test_zombie_leave_does_not_release_the_live_attempt_from_a_round():
+    s = ParameterServerState(get_strategy("localsgd"), f32(0.0), num_workers=2)
+    s.register(0, attempt=1)
+    assert s.commit(1, 0, 0, f32(4.0)).status == ps.PENDING
+    with pytest.raises(ps.Fenced):
+        s.leave(0, 0)
+    assert s.round == 0 and s.round_status(0) == {"missing": [(0, 1)], "committed": [(1, 0)]}
+    assert s.commit(0, 1, 0, f32(2.0)).status == ps.APPLIED
+    assert s.round == 1 and s.center.tolist() == [3.0]
+    assert s.round_status(0) is None  # closed
+
+
+def test_round_status_names_the_workers_a_round_waits_for():
+    s = ParameterServerState(get_strategy("localsgd"), f32(0.0), num_workers=4)
+    s.register(2, attempt=3)
+    s.leave(3)  # left: not waited for
+    s.commit(0, 0, 0, f32(1.0))
+    assert s.round_status(0) == {"missing": [(1, 0), (2, 3)], "committed": [(0, 0)]}

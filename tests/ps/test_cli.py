@@ -11,7 +11,7 @@ import pytest
 from distkeras.frontends import cli
 from distkeras.frontends.commands import ps as ps_command
 from distkeras.ps.checkpoint import load_checkpoint
-from distkeras.ps import connect
+from distkeras.ps import PSRemoteError, connect
 from tests.ps.helpers import SECRET, start_cli
 from tests.support import wait_for
 
@@ -52,6 +52,29 @@ def test_serve_prints_its_address_serves_and_stops_on_sigterm(secret_file, tmp_p
     snap, meta = load_checkpoint(url)  # the final checkpoint
     assert meta["clock"] == 3 and meta["params"]["window"] == 4
     np.testing.assert_array_equal(snap["state"]["center"], np.full(100, 3, F32))
+
+
+def test_serve_with_a_round_timeout_and_a_final_checkpoint_that_fails(secret_file, tmp_path):
+    """--round-timeout reaches the server (a lone commit of a 2-worker round times out naming the
+    other worker); a final checkpoint that cannot be written exits 1 with the error, no traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    url = str(blocker / "ckpt")
+    proc, addresses = start_cli(
+        "serve", "--strategy", "localsgd", "--size", "10", "--workers", "2", "--secret-file", secret_file, "--checkpoint", url, "--round-timeout", "0.5"
+    )
+    try:
+        c = connect(addresses, SECRET, 0)
+        with pytest.raises(PSRemoteError, match=r"still waiting for worker 1 \(attempt 0\)"):
+            c.commit(np.ones(10, F32))
+        c.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 1
+        err = proc.stderr.read()
+        assert f"distkeras ps serve: the final checkpoint of parameter-server shard 0 ({addresses}) failed: cannot write checkpoint {url}/shard-00.npz" in err
+        assert "Traceback" not in err
+    finally:
+        proc.kill()
 
 
 def test_sharded_serve_prints_every_address_and_stops_on_sigterm(secret_file):

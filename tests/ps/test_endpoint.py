@@ -62,7 +62,8 @@ def test_server_bound_to_every_interface_advertises_the_given_host_and_a_client_
         assert host == "localhost"
         assert server.bound_address == ("0.0.0.0", port)
         assert server.stats()["service"]["address"] == f"localhost:{port}"
-        with connect(f"{host}:{port}", SECRET, worker=0) as client:
+        assert server.tls_fingerprint  # listening beyond loopback: TLS by default
+        with connect(f"{host}:{port}", SECRET, worker=0, fingerprint=server.tls_fingerprint) as client:
             pulled, _clock = client.pull()
     np.testing.assert_array_equal(pulled, center)
 

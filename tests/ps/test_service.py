@@ -552,12 +552,22 @@ def test_client_refuses_a_restarted_server_with_another_layout():
         other.stop()
 
 
-@pytest.mark.parametrize("thread_late", [False, True], ids=["thread-waiting", "thread-late"])
+@pytest.mark.parametrize("thread_late", [False, True, "after-handshake"], ids=["thread-waiting", "thread-late", "thread-after-handshake"])
 def test_stop_lets_a_commit_in_flight_finish(tmp_path, monkeypatch, thread_late):
     """``thread-late``: the connection's thread has not yet woken for the request's first bytes
     when stop() begins (a loaded machine), so the connection does not look busy; the unread
-    bytes keep it open all the same."""
-    if thread_late:
+    bytes keep it open all the same. ``thread-after-handshake``: the thread is still finishing
+    the handshake when the first request arrives and stop() begins; it must serve the request,
+    not leave because the server is stopping."""
+    if thread_late == "after-handshake":
+        handshake = ParameterServerService._handshake
+
+        def slow_handshake(self, conn, reader):
+            handshake(self, conn, reader)
+            time.sleep(0.6)  # the ok reply is out; the thread has not reached its request loop
+
+        monkeypatch.setattr(ParameterServerService, "_handshake", slow_handshake)
+    elif thread_late:
         from distkeras.ps.protocol import FrameReader
 
         wait_start = FrameReader.wait_start

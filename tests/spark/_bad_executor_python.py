@@ -22,10 +22,9 @@ def run(mode: str) -> dict:
     from distkeras.spark.session import get_or_create_session
     from tests.training import make_mlp, trainer_kwargs
 
-    conf = {}
-    if mode.startswith("python:"):
-        python = mode.split(":", 1)[1]
-        conf = {"spark.pyspark.python": python, "spark.executorEnv.PYSPARK_PYTHON": python}
+    python = mode.split(":", 1)[1] if mode.startswith("python:") else sys.executable
+    os.environ.pop("PYSPARK_PYTHON", None)  # the previous mode's session set it for the driver side
+    conf = {"spark.pyspark.python": python, "spark.executorEnv.PYSPARK_PYTHON": python}
     spark = get_or_create_session("local[2]", conf=conf)
     folder = tempfile.mkdtemp()
     try:
@@ -47,6 +46,7 @@ def run(mode: str) -> dict:
         return {"type": None}
     finally:
         spark.stop()
+        os.environ.pop("PYSPARK_PYTHON", None)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -110,6 +110,165 @@ def test_cached_adapter_restarts_runs_like_a_fresh_model():
     assert m_short["accuracy"] == pytest.approx(m_one["accuracy"], abs=1e-6)
 
 
+# --- the runner's failure paths with a real parameter server, no Spark --------------------------
+
+
+class _FakeSpec:
+    weights = np.zeros(10, np.float32)
+
+    def to_json(self):
+        return "{}"
+
+
+class _FakeFrame:
+    def count(self):
+        return 64
+
+
+def _run_without_spark(monkeypatch, services: list, strategy: str, worker_fn_body, **options):
+    """run_training with the feed and the Spark task launcher replaced: every worker runs
+    ``worker_fn_body(config, worker, attempt)`` in a thread of this process (against the real
+    parameter server the runner starts), and a worker's exception becomes a WorkerError as in
+    tasks.run_workers. Returns run_training's result; the services it started go to ``services``."""
+    from distkeras import ps
+    from distkeras.core.strategies import get_strategy
+    from distkeras.spark import feed, runner, tasks
+    from distkeras.spark.errors import WorkerError
+
+    real_serve = ps.serve
+    monkeypatch.setattr(ps, "serve", lambda *a, **k: services.append(real_serve(*a, **k)) or services[-1])
+    monkeypatch.setattr(feed, "prepare", lambda df, *a, **k: (_FakeFrame(), None))
+    monkeypatch.setattr(runner, "run_worker", lambda config, w, a, x, y: worker_fn_body(config, w, a))
+
+    def run_workers(df, worker_fn, num_workers, **kwargs):
+        outs = [{} for _ in range(num_workers)]
+
+        def one(w):
+            try:
+                outs[w]["summary"] = worker_fn(w, 0, None, None)
+            except Exception as exc:
+                outs[w]["error"] = WorkerError(w, 0, type(exc).__qualname__, str(exc), "")
+
+        threads = [threading.Thread(target=one, args=(w,), daemon=True) for w in range(num_workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads), "a worker still runs"
+        for out in outs:
+            if "error" in out:
+                raise out["error"]
+        return [out["summary"] for out in outs]
+
+    monkeypatch.setattr(tasks, "run_workers", run_workers)
+    opts = runner.RunOptions(progress=False, batch_size=4, **options)
+    return runner.run_training(_FakeSpec(), None, get_strategy(strategy), opts, features_col="f", label_col="l", spark=object())
+
+
+def _ps_client(config, worker, attempt):
+    import base64
+
+    from distkeras.ps.client import connect
+
+    return connect(config.ps_addresses, base64.b64decode(config.secret_b64), worker, attempt, retry_timeout=10, timeout=config.request_timeout)
+
+
+def test_a_hung_worker_fails_the_run_naming_it_after_the_round_timeout(monkeypatch):
+    """Synchronous run, worker 1 hangs before its first commit: worker 0's round wait ends after
+    round_timeout with an error naming worker 1, which fails the run (not a wait forever)."""
+    from distkeras.spark.errors import WorkerError
+
+    release = threading.Event()
+    seen = {}
+
+    def body(config, worker, attempt):
+        seen["request_timeout"] = config.request_timeout
+        client = _ps_client(config, worker, attempt)
+        try:
+            if worker == 1:
+                release.wait(30)  # hangs (a stuck data read, a deadlocked GPU, ...)
+                return {"worker": worker}
+            client.commit(np.ones(10, np.float32), samples=4)
+            return {"worker": worker}
+        finally:
+            if worker == 0:
+                release.set()
+            client.close()
+
+    t0 = time.monotonic()
+    services: list = []
+    with pytest.raises(WorkerError) as e:
+        _run_without_spark(monkeypatch, services, "localsgd", body, num_workers=2, round_timeout=1.0)
+    assert time.monotonic() - t0 < 20
+    assert e.value.worker_id == 0 and e.value.exc_type == "PSRemoteError"
+    assert "round 0 did not close within 1s: still waiting for worker 1 (attempt 0), which did not commit to it" in str(e.value)
+    assert seen["request_timeout"] == 61.0  # the worker's reply wait outlasts the server's round wait
+    (service,) = services
+    assert service.round_timeout == 1.0 and service._stopped
+
+
+def test_round_timeout_default_and_bad_values(monkeypatch):
+    from distkeras.spark.runner import RunOptions
+
+    assert RunOptions().round_timeout == 600.0
+    with pytest.raises(ValueError, match="round_timeout must be > 0 seconds or None, got 0"):
+        _run_without_spark(monkeypatch, [], "localsgd", lambda *a: {}, round_timeout=0)
+
+
+def test_worker_error_stays_the_error_when_the_final_checkpoint_also_fails(monkeypatch, tmp_path):
+    from distkeras.spark.errors import WorkerError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    url = str(blocker / "ckpt")
+
+    def body(config, worker, attempt):
+        client = _ps_client(config, worker, attempt)
+        try:
+            client.commit(np.ones(10, np.float32), samples=4)
+            if worker == 1:
+                raise ValueError("worker 1 found a corrupt shard (injected)")
+            return {"worker": worker}
+        finally:
+            client.close()
+
+    services: list = []
+    with pytest.raises(WorkerError, match="worker 1 found a corrupt shard") as e:
+        _run_without_spark(monkeypatch, services, "adag", body, num_workers=2, checkpoint=url)
+    notes = "\n".join(getattr(e.value, "__notes__", []))
+    assert "stopping the parameter server failed: CheckpointError" in notes and f"{url}/shard-00.npz" in notes
+    (service,) = services
+    assert service._stopped and _refused(service.address)
+
+
+def test_a_checkpoint_failure_after_a_successful_training_is_a_clear_error(monkeypatch, tmp_path):
+    from distkeras.ps import CheckpointError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    url = str(blocker / "ckpt")
+
+    def body(config, worker, attempt):
+        client = _ps_client(config, worker, attempt)
+        try:
+            client.commit(np.ones(10, np.float32), samples=4)
+            return {"worker": worker}
+        finally:
+            client.close()
+
+    with pytest.raises(CheckpointError, match=rf"the training finished, but its final checkpoint could not be written .*{url}/shard-00\.npz") as e:
+        _run_without_spark(monkeypatch, [], "adag", body, num_workers=2, checkpoint=url)
+    np.testing.assert_array_equal(e.value.center, np.full(10, 2, np.float32))  # both commits, on the error
+
+
+def _refused(address) -> bool:
+    try:
+        socket.create_connection(tuple(address), timeout=2).close()
+    except OSError:
+        return True
+    return False
+
+
 # --- Spark -------------------------------------------------------------------------------------
 
 

@@ -4,16 +4,20 @@
     distkeras ps serve --strategy adag --size 1000000 --secret-file FILE [--shards 4]
                        [--ps-host HOST] [--ps-bind ADDR] [--port 0] [--workers 8] [--param window=12]
                        [--checkpoint URL [--checkpoint-every N] [--checkpoint-interval SEC]]
-                       [--resume URL] [--codec NAME]
+                       [--resume URL] [--codec NAME] [--tls | --no-tls] [--round-timeout SEC]
 
 ``--ps-host`` is the address workers connect to (default ``$DISTKERAS_PS_HOST``, else
 127.0.0.1) and ``--ps-bind`` (alias ``--host``) the local address to listen on (default:
 derived from ``--ps-host``). Beyond loopback, every connection must still answer the HMAC
 challenge over the run secret.
 
-``serve`` prints one line, ``listening on HOST:PORT[,HOST:PORT...]`` (the advertised hosts), once every shard
-accepts connections, and stops cleanly on SIGTERM or Ctrl-C (in-flight commits are
-drained and a final checkpoint is written when ``--checkpoint`` is set).
+``serve`` prints ``listening on HOST:PORT[,HOST:PORT...]`` (the advertised hosts) once every
+shard accepts connections, then ``tls sha256 FINGERPRINT`` (the certificate workers pin:
+``connect(..., fingerprint=FINGERPRINT)``) or ``tls off``. TLS is on by default when it listens
+beyond loopback (a certificate made for this run, shared by all shards). It stops cleanly on
+SIGTERM or Ctrl-C (in-flight commits are
+drained and a final checkpoint is written when ``--checkpoint`` is set; if that final
+checkpoint cannot be written, the error is printed and the exit status is 1).
 """
 
 from __future__ import annotations
@@ -91,6 +95,19 @@ def register(subparsers: Any) -> None:
     s.add_argument("--checkpoint-interval", type=float, metavar="SEC", help="checkpoint every SEC seconds (if anything changed)")
     s.add_argument("--resume", metavar="URL", help="start from the checkpoint at URL")
     s.add_argument("--idle-timeout", type=float, default=300.0, help="close connections silent this long (s)")
+    s.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="TLS with a certificate made for this run (its fingerprint is printed for the workers to pin); "
+        "default: on when --host is beyond loopback, off on loopback",
+    )
+    s.add_argument(
+        "--round-timeout",
+        type=float,
+        metavar="SEC",
+        help="synchronous strategies: a worker waits at most SEC for the others to commit to its round, then gets an error naming them (default: no limit)",
+    )
     s.set_defaults(func=_serve)
     ps.set_defaults(func=lambda args: (ps.print_help(), 2)[1])
 
@@ -152,6 +169,8 @@ def _serve(args: argparse.Namespace) -> int:
         checkpoint_interval=args.checkpoint_interval,
         resume=args.resume,
         idle_timeout=args.idle_timeout,
+        tls=args.tls,
+        round_timeout=args.round_timeout,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -162,12 +181,25 @@ def _serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError, RuntimeError, CheckpointError) as exc:
         return fail(str(exc))
     print(f"listening on {addresses_of(server)}", flush=True)
+    print(f"tls sha256 {server.tls_fingerprint}" if server.tls_fingerprint else "tls off", flush=True)
     try:
         while not stop.wait(0.5):
             pass
     finally:
+        stopped_cleanly = _stop(server)
+    return 0 if stopped_cleanly else 1
+
+
+def _stop(server) -> bool:
+    """Stop the server; a final checkpoint that cannot be written is reported, not a traceback."""
+    from distkeras.ps.checkpoint import CheckpointError
+
+    try:
         server.stop()
-    return 0
+    except CheckpointError as exc:
+        print(f"distkeras ps serve: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

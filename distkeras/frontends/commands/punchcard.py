@@ -12,6 +12,8 @@ from typing import Any
 
 TOKEN_ENV = "DISTKERAS_PUNCHCARD_TOKEN"
 URL_ENV = "DISTKERAS_PUNCHCARD_URL"
+CA_ENV = "DISTKERAS_PUNCHCARD_CA"
+FINGERPRINT_ENV = "DISTKERAS_PUNCHCARD_FINGERPRINT"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -48,6 +50,11 @@ def _register_server(subparsers: argparse._SubParsersAction) -> None:  # type: i
                    help="allowed Spark master prefix (repeatable; default: local only)")
     s.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL on cancel")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    s.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain): serve HTTPS (with --tls-key)")
+    s.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    s.add_argument("--auth-max-failures", type=int, default=10,
+                   help="invalid tokens one client address may present within --auth-window before it gets 429 (0: no limit)")
+    s.add_argument("--auth-window", type=float, default=60.0, metavar="SEC", help="the window of --auth-max-failures (default 60 s)")
     s.set_defaults(func=_serve)
 
     t = sub.add_parser("token", help="add, list or revoke API tokens")
@@ -56,6 +63,8 @@ def _register_server(subparsers: argparse._SubParsersAction) -> None:  # type: i
     ta = tsub.add_parser("add", help="create a token (printed once, stored hashed)")
     ta.add_argument("name")
     ta.add_argument("--db", required=True)
+    ta.add_argument("--expires-in", type=parse_duration, metavar="DURATION",
+                    help="the token stops working after this long: 90s, 30m, 12h, 7d, 2w (default: never)")
     ta.set_defaults(func=_token_add)
     tl = tsub.add_parser("list", help="list tokens (never their secrets)")
     tl.add_argument("--db", required=True)
@@ -80,9 +89,11 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings(
         db=Path(args.db), workdir=Path(args.workdir), max_jobs_per_token=args.max_jobs_per_token,
         max_upload_mb=args.max_upload_mb, python=args.python, policy=policy, grace_s=args.grace,
+        auth_max_failures=args.auth_max_failures, auth_window_s=args.auth_window,
     )
     try:
-        serve(settings, host=args.host, port=args.port, log_level=args.log_level)
+        serve(settings, host=args.host, port=args.port, log_level=args.log_level,
+              ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -94,13 +105,31 @@ def _token_add(args: argparse.Namespace) -> int:
 
     try:
         with Store(args.db) as store:
-            token = store.add_token(args.name)
+            token = store.add_token(args.name, expires_in=args.expires_in)
     except TokenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(token)
-    print(f"token {args.name!r} created; it is shown only now, store it safely", file=sys.stderr)
+    until = f", valid until {_fmt_time(time.time() + args.expires_in)}" if args.expires_in else ""
+    print(f"token {args.name!r} created{until}; it is shown only now, store it safely", file=sys.stderr)
     return 0
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``30m``, ``12h``, ``7d``, ``2w`` -> seconds (> 0)."""
+    raw = text.strip().lower()
+    unit = raw[-1:] if raw[-1:] in _UNITS else "s"
+    number = raw[:-1] if raw[-1:] in _UNITS else raw
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 30m, 12h, 7d or 2w, got {text!r}") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"a duration must be positive, got {text!r}")
+    return seconds
 
 
 def _fmt_time(t: float | None) -> str:
@@ -115,9 +144,10 @@ def _token_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'ID':<14}{'NAME':<24}{'CREATED':<21}{'REVOKED':<21}JOBS")
+    print(f"{'ID':<14}{'NAME':<24}{'CREATED':<21}{'EXPIRES':<21}{'REVOKED':<21}JOBS")
     for r in rows:
-        print(f"{r['id']:<14}{r['name']:<24}{_fmt_time(r['created_at']):<21}{_fmt_time(r['revoked_at']):<21}{r['jobs']}")
+        print(f"{r['id']:<14}{r['name']:<24}{_fmt_time(r['created_at']):<21}{_fmt_time(r['expires_at']):<21}"
+              f"{_fmt_time(r['revoked_at']):<21}{r['jobs']}")
     return 0
 
 
@@ -141,6 +171,11 @@ def _connection_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--url", default=os.environ.get(URL_ENV), help=f"server URL (default: ${URL_ENV})")
     p.add_argument("--token", default=None, help=f"API token (default: ${TOKEN_ENV})")
+    trust = p.add_mutually_exclusive_group()
+    trust.add_argument("--ca", metavar="FILE", default=os.environ.get(CA_ENV),
+                       help=f"verify an https:// server against this CA (PEM) (default: ${CA_ENV})")
+    trust.add_argument("--fingerprint", metavar="SHA256", default=os.environ.get(FINGERPRINT_ENV),
+                       help=f"accept only the server certificate with this SHA-256 fingerprint (default: ${FINGERPRINT_ENV})")
     return p
 
 
@@ -152,7 +187,10 @@ def _client(args: argparse.Namespace) -> Any:
         raise PunchcardError(f"no server URL: pass --url or set {URL_ENV}")
     if not token:
         raise PunchcardError(f"no token: pass --token or set {TOKEN_ENV}")
-    return Client(args.url, token)
+    try:
+        return Client(args.url, token, ca=args.ca, fingerprint=args.fingerprint)
+    except ValueError as exc:
+        raise PunchcardError(str(exc)) from None
 
 
 def _kv(text: str) -> tuple[str, Any]:

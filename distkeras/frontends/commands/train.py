@@ -69,6 +69,12 @@ def register(subparsers) -> None:
         "master, else the driver's address as Spark knows it)",
     )
     p.add_argument("--ps-bind", default=None, help="local address the parameter server listens on (default: derived from --ps-host; 0.0.0.0 for all)")
+    p.add_argument(
+        "--ps-tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="TLS on the parameter server's wire, with a certificate made for the run (default: on beyond loopback)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="distkeras-out", help="output folder")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object (last line of stdout)")
@@ -107,6 +113,7 @@ def run_train(args) -> int:
         checkpoint=args.checkpoint,
         ps_host=args.ps_host,
         ps_bind=args.ps_bind,
+        ps_tls=args.ps_tls,
         params={k: _parse_value(v) for k, v in args.param},
         conf=dict(args.conf),
         progress=not args.quiet,
