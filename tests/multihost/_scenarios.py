@@ -65,7 +65,10 @@ class Context:
         """Train on the digits; the test accuracy, the server's counts and where each worker ran."""
         model = trainer.train(self.train_df)
         h = trainer.history
+        services = [shard.get("service", {}) for shard in h.server.get("shards", [h.server])] if h.server else []
         return {
+            "ps_advertised": [s.get("address") for s in services],
+            "ps_bound": [s.get("bound") for s in services],
             "model": model,
             "accuracy": self.accuracy(model),
             "workers": [{"worker": w["worker"], "pid": w["pid"], "netns": netns_of(w["pid"]), "rows": w["rows"]} for w in h.workers],

@@ -23,11 +23,21 @@ def assert_on_worker_hosts(ns_cluster, workers):
     assert sorted(w["netns"] for w in workers) == sorted(hosts), (workers, hosts)
 
 
+def assert_ps_on_driver_host(ns_cluster, r, shards=1):
+    """By default the parameter server advertises the driver's address as Spark knows it (the
+    driver host's, not loopback) and listens there."""
+    assert len(r["ps_advertised"]) == shards, r
+    for advertised, bound in zip(r["ps_advertised"], r["ps_bound"]):
+        assert advertised.rsplit(":", 1)[0] == ns_cluster.driver_address, r
+        assert bound.rsplit(":", 1)[0] == ns_cluster.driver_address, r
+
+
 def test_adag_across_hosts(ns_cluster, scenario):
     r = scenario("adag")
     assert r["accuracy"] >= MIN_ACCURACY, r
     assert r["commits_applied"] > 0
     assert_on_worker_hosts(ns_cluster, r["workers"])
+    assert_ps_on_driver_host(ns_cluster, r)
 
 
 def test_localsgd_across_hosts(ns_cluster, scenario):
@@ -35,6 +45,7 @@ def test_localsgd_across_hosts(ns_cluster, scenario):
     assert r["accuracy"] >= MIN_ACCURACY, r
     assert r["commits_applied"] > 0 and r["commits_applied"] % HOSTS == 0  # whole rounds
     assert_on_worker_hosts(ns_cluster, r["workers"])
+    assert_ps_on_driver_host(ns_cluster, r)
 
 
 def test_sharded_parameter_server_across_hosts(ns_cluster, scenario):
@@ -42,6 +53,7 @@ def test_sharded_parameter_server_across_hosts(ns_cluster, scenario):
     assert r["shards"] == 2
     assert r["accuracy"] >= MIN_ACCURACY, r
     assert_on_worker_hosts(ns_cluster, r["workers"])
+    assert_ps_on_driver_host(ns_cluster, r, shards=2)
 
 
 def test_checkpoint_then_resume(ns_cluster, scenario):
