@@ -1,0 +1,99 @@
+"""Training across hosts: the driver (and its parameter server) in the driver host's namespace,
+two workers on two worker hosts. Each test reads its scenario's result from the one driver run
+of ``_scenarios.py`` (see conftest)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.multihost.conftest import HOSTS
+
+pytestmark = pytest.mark.slow
+
+MIN_ACCURACY = 0.85
+
+
+def assert_on_worker_hosts(ns_cluster, workers):
+    """One worker per worker host: each worker's Python process ran in a different worker
+    host's network namespace, none on the driver host."""
+    assert [w["worker"] for w in workers] == list(range(HOSTS)), workers
+    hosts = {f"net:[{ns_cluster.namespace_inode(i)}]" for i in range(1, HOSTS + 1)}
+    assert sorted(w["netns"] for w in workers) == sorted(hosts), (workers, hosts)
+
+
+def assert_ps_on_driver_host(ns_cluster, r, shards=1):
+    """By default the parameter server advertises the driver's address as Spark knows it (the
+    driver host's, not loopback) and listens there."""
+    assert len(r["ps_advertised"]) == shards, r
+    for advertised, bound in zip(r["ps_advertised"], r["ps_bound"]):
+        assert advertised.rsplit(":", 1)[0] == ns_cluster.driver_address, r
+        assert bound.rsplit(":", 1)[0] == ns_cluster.driver_address, r
+
+
+def test_adag_across_hosts(ns_cluster, scenario):
+    r = scenario("adag")
+    assert r["accuracy"] >= MIN_ACCURACY, r
+    assert r["commits_applied"] > 0
+    assert_on_worker_hosts(ns_cluster, r["workers"])
+    assert_ps_on_driver_host(ns_cluster, r)
+
+
+def test_localsgd_across_hosts(ns_cluster, scenario):
+    r = scenario("localsgd")
+    assert r["accuracy"] >= MIN_ACCURACY, r
+    assert r["commits_applied"] > 0 and r["commits_applied"] % HOSTS == 0  # whole rounds
+    assert_on_worker_hosts(ns_cluster, r["workers"])
+    assert_ps_on_driver_host(ns_cluster, r)
+
+
+def test_sharded_parameter_server_across_hosts(ns_cluster, scenario):
+    r = scenario("adag_shards")
+    assert r["shards"] == 2
+    assert r["accuracy"] >= MIN_ACCURACY, r
+    assert_on_worker_hosts(ns_cluster, r["workers"])
+    assert_ps_on_driver_host(ns_cluster, r, shards=2)
+
+
+def test_checkpoint_then_resume(ns_cluster, scenario):
+    r = scenario("checkpoint_resume")
+    assert r["checkpoint_files"] == ["shard-00.npz"]
+    assert r["checkpoint_strategy"] == "adag"
+    # the final checkpoint holds the first run's end state
+    assert r["checkpoint_equals_final_center"]
+    assert r["checkpoint_clock"] == r["first_commits_applied"] > 0
+    # the second run starts from it and goes on training
+    assert r["start_accuracy"] == r["first_accuracy"]
+    assert r["accuracy"] >= MIN_ACCURACY, r
+    assert_on_worker_hosts(ns_cluster, r["workers"])
+
+
+def test_estimator_fit_transform_across_hosts(scenario):
+    r = scenario("estimator")
+    assert {"features", "label", "prediction", "predicted_label"} <= set(r["columns"])
+    assert r["probs_shape"] == [r["rows"], 10] and r["rows"] > 0
+    assert r["accuracy"] >= MIN_ACCURACY, r
+    assert r["fit_accuracy"] == pytest.approx(r["accuracy"], abs=1e-9)
+
+
+def test_predict_and_evaluate_across_hosts(scenario):
+    r = scenario("inference")
+    assert r["labels_in_order"] and r["predicted_label_is_argmax"]
+    assert r["max_abs_diff"] is not None and r["max_abs_diff"] < 1e-5
+    assert r["accuracy"] == r["expected_accuracy"] >= MIN_ACCURACY
+    assert r["evaluate"]["accuracy"] == pytest.approx(r["expected_accuracy"], abs=1e-6)
+
+
+def test_cli_train_across_hosts(ns_cluster, tmp_path):
+    """`python -m distkeras train --master spark://<driver host>` run inside the driver host."""
+    out = tmp_path / "out"
+    proc = ns_cluster.run_in_driver_host(
+        [ns_cluster.python, "-m", "distkeras", "train", "--master", ns_cluster.master_url, "--quiet", "--json", "--epochs", "5", "--workers", str(HOSTS),
+         "--conf", "spark.executor.memory=512m", "--out", str(out)],
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["test_accuracy"] >= MIN_ACCURACY, result
+    assert (out / "model.keras").is_file()
