@@ -195,7 +195,7 @@ def _train_child(backend: str, settings: dict[str, Any]) -> dict[str, Any]:
         from distkeras.backends import KerasAdapter, ModelSpec
         from distkeras.backends.spec import model_layout
         from distkeras.core.strategies import get_strategy
-        from distkeras.spark import ps as ps_module
+        from distkeras import ps as ps_module
         from distkeras.spark.feed import partition_data
         from distkeras.spark.runner import RunOptions, run_training
 

@@ -168,7 +168,7 @@ def run_training(spec, df, strategy: Strategy, options: RunOptions, *, features_
     service = None
     try:
         if strategy.exchanges:
-            from .ps import addresses_of, serve
+            from distkeras.ps import addresses_of, serve
 
             secret = new_secret()
             service = serve(

@@ -116,7 +116,7 @@ def test_cached_adapter_restarts_runs_like_a_fresh_model():
 @pytest.fixture
 def services(monkeypatch):
     """Every parameter-server service the runner starts during the test."""
-    from distkeras.spark import ps
+    from distkeras import ps
 
     started = []
     real_serve = ps.serve
