@@ -406,7 +406,9 @@ class ParameterServerService:
             while True:
                 with self._lock:
                     conn.busy = False
-                    if self._stopping.is_set():
+                    # stopping: leave, unless a request has begun to arrive (stop() saw this
+                    # connection busy, e.g. still in the handshake, and waits for it to finish)
+                    if self._stopping.is_set() and not _has_unread_bytes(sock):
                         return
                 reader.wait_start()
                 with self._lock:
