@@ -150,20 +150,32 @@ def train_window(adapter, xs, ys, full: int) -> dict[str, float]:
     return {key: value / len(xs) for key, value in totals.items()}
 
 
+def _norms(payload: np.ndarray, local: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """L2 norms of what a commit sends and of the local change it stands for (Δ = w − c, the
+    center the commit is relative to): their ratio is the strategy's scale (1 for DOWNPOUR,
+    1/λ for ADAG, α for elastic averaging), which the history keeps per commit."""
+    return {"update_norm": float(np.linalg.norm(payload)), "delta_norm": float(np.linalg.norm(local - reference))}
+
+
 def exchange(strategy, client, wstate, local: np.ndarray, pulled: np.ndarray, samples: int):
     """One exchange after a window of local steps: commit under ``strategy`` and take the new
     center. Returns ``(wstate, local, pulled, info)``: the worker's new state and weights,
-    the center that the next commit is relative to, and the server's reply."""
+    the center that the next commit is relative to, and the server's reply, plus the norms of
+    the update sent and of Δ (``update_norm``, ``delta_norm``)."""
     if strategy.pulls_before_commit:  # AEASGD, EAMSGD: e = α(w − c) against the newest center
         pulled, _clock = client.pull()
-        wstate, local, payload = strategy.commit(wstate, local, pulled)
+        wstate, moved, payload = strategy.commit(wstate, local, pulled)  # rules never change their inputs
+        norms = _norms(payload, local, pulled)
         _none, info = client.commit(payload, samples=samples, pull=False)
-        wstate, local = strategy.after_pull(wstate, local, pulled)  # keeps local (elastic)
-        return wstate, local, pulled, info
-    wstate, local, payload = strategy.commit(wstate, local, pulled)
+        info.update(norms)
+        wstate, moved = strategy.after_pull(wstate, moved, pulled)  # keeps local (elastic)
+        return wstate, moved, pulled, info
+    wstate, moved, payload = strategy.commit(wstate, local, pulled)
+    norms = _norms(payload, local, pulled)
     center, info = client.commit(payload, samples=samples, pull=True)
-    wstate, local = strategy.after_pull(wstate, local, center)
-    return wstate, local, center, info
+    info.update(norms)
+    wstate, moved = strategy.after_pull(wstate, moved, center)
+    return wstate, moved, center, info
 
 
 def build_adapter(config: WorkerConfig):
@@ -262,6 +274,8 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y
                     "train_seconds": t1 - t0,
                     "exchange_seconds": t2 - t1,
                     "samples": len(xs) * config.batch_size,
+                    "update_norm": info["update_norm"],
+                    "delta_norm": info["delta_norm"],
                 }
             )
         client.bye()  # synchronous rounds stop waiting for this worker

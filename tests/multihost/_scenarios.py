@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 import traceback
 
@@ -74,6 +75,7 @@ class Context:
             "workers": [{"worker": w["worker"], "pid": w["pid"], "netns": netns_of(w["pid"]), "rows": w["rows"]} for w in h.workers],
             "commits_applied": h.server.get("commits_applied") if h.server else None,
             "shards": len(h.server.get("shards", [])) if h.server else None,
+            "history": h,
         }
 
 
@@ -128,7 +130,7 @@ def scenario_adag(ctx: Context) -> dict:
     from distkeras.frontends.trainers import ADAG
 
     out = ctx.train(ctx.trainer(ADAG))
-    out.pop("model")
+    out.pop("model"), out.pop("history")
     return out
 
 
@@ -136,7 +138,7 @@ def scenario_localsgd(ctx: Context) -> dict:
     from distkeras.frontends.trainers import LocalSGD
 
     out = ctx.train(ctx.trainer(LocalSGD))
-    out.pop("model")
+    out.pop("model"), out.pop("history")
     return out
 
 
@@ -144,7 +146,7 @@ def scenario_adag_shards(ctx: Context) -> dict:
     from distkeras.frontends.trainers import ADAG
 
     out = ctx.train(ctx.trainer(ADAG, shards=2))
-    out.pop("model")
+    out.pop("model"), out.pop("history")
     return out
 
 
@@ -243,6 +245,117 @@ def scenario_inference(ctx: Context) -> dict:
     }
 
 
+def _worker_host_processes(marker: str) -> list[int]:
+    """Pids of this machine's processes on a worker host (another network namespace than the
+    driver's) whose command line contains ``marker``."""
+    mine = netns_of(os.getpid())
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        ns = netns_of(int(name))
+        if marker in cmd and ns is not None and ns != mine:
+            found.append(int(name))
+    return found
+
+
+def _when_checkpointed(url_path: str, action, timeout: float = 300.0) -> threading.Thread:
+    """Run ``action()`` in a thread once the parameter server has written its first checkpoint
+    (commits have been applied: the run is under way)."""
+    def watch():
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if os.path.exists(os.path.join(url_path, "shard-00.npz")):
+                action()
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+def scenario_executor_killed(ctx: Context) -> dict:
+    """An executor JVM on one worker host is SIGKILLed while ADAG trains. Spark launches a new
+    executor and retries the lost task (attempt 1), which fences off the dead attempt: the run
+    finishes, no commit is applied twice, and the zombie Python worker (its JVM gone, still
+    training) is refused as soon as it commits again."""
+    import signal
+
+    from distkeras.frontends.trainers import ADAG
+
+    folder = os.path.join(ctx.out_dir, "killed-checkpoint")
+    killed: list[int] = []
+
+    def kill_one_executor():
+        pids = _worker_host_processes("CoarseGrainedExecutorBackend")
+        if pids:
+            victim = max(pids)
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+
+    watcher = _when_checkpointed(folder, kill_one_executor)
+    r = ctx.train(ctx.trainer(ADAG, num_epoch=30, checkpoint="file://" + folder, checkpoint_every=3))
+    watcher.join(5)
+    h = r.pop("history")
+    return {
+        **{k: v for k, v in r.items() if k != "model"},
+        "killed": killed,
+        "attempts": {str(w["worker"]): w["attempt"] for w in h.workers},
+        "server_workers": {k: {"attempt": v["attempt"], "commits": v["commits"]} for k, v in h.server["workers"].items()},
+        "recorded_commits": {str(w): len([c for c in h.commits if c["worker"] == w]) for w in range(WORKERS)},
+        "duplicates": h.server["duplicates"],
+        "fenced": h.server.get("fenced", {}),
+        "rejected": h.server["rejected"],
+    }
+
+
+def scenario_hung_sync_worker(ctx: Context) -> dict:
+    """One worker host's Python processes are stopped (SIGSTOP) in the middle of a LocalSGD run:
+    the other worker's round cannot close, and after ``round_timeout`` the run fails with an
+    error that names the worker it waited for, instead of waiting forever."""
+    import signal
+
+    from distkeras.frontends.trainers import LocalSGD
+
+    folder = os.path.join(ctx.out_dir, "hung-checkpoint")
+    stopped: list[int] = []
+
+    def stop_one_host():
+        pids = _worker_host_processes("pyspark")
+        ns = {netns_of(p) for p in pids}
+        if ns:
+            victim_ns = sorted(x for x in ns if x)[0]
+            for p in pids:
+                if netns_of(p) == victim_ns:
+                    try:
+                        os.kill(p, signal.SIGSTOP)
+                        stopped.append(p)
+                    except ProcessLookupError:
+                        pass
+
+    watcher = _when_checkpointed(folder, stop_one_host)
+    t0 = time.monotonic()
+    error = None
+    try:
+        ctx.trainer(LocalSGD, num_epoch=30, checkpoint="file://" + folder, checkpoint_every=2, round_timeout=10).train(ctx.train_df)
+    except Exception as exc:
+        error = {"type": type(exc).__name__, "message": str(exc)[:3000], "worker_id": getattr(exc, "worker_id", None)}
+    finally:
+        watcher.join(5)
+        for p in stopped:
+            try:
+                os.kill(p, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    return {"stopped": stopped, "error": error, "seconds_to_fail": time.monotonic() - t0}
+
+
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items() if name.startswith("scenario_")}
 
 
@@ -259,7 +372,9 @@ def main() -> None:
         app_name="distkeras-multihost",
         conf={
             "spark.executor.memory": "512m",
-            "spark.task.maxFailures": "1",  # a failing scenario fails at once, not after 4 attempts
+            # a failing scenario fails after one retry (not 4 attempts); the retry is what the
+            # killed-executor scenario needs
+            "spark.task.maxFailures": "2",
             "spark.locality.wait": "0",  # a free slot on the other host takes the task now
             "spark.default.parallelism": str(WORKERS),
         },

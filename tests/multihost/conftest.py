@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 REQUIRE_ENV = "DISTKERAS_REQUIRE_MULTIHOST"
 HOSTS = 2
-SCENARIOS = ["smoke", "adag", "localsgd", "adag_shards", "checkpoint_resume", "estimator", "inference"]
+# the cluster faults last: they kill an executor and stop a host's Python workers
+SCENARIOS = ["smoke", "adag", "localsgd", "adag_shards", "checkpoint_resume", "estimator", "inference", "executor_killed", "hung_sync_worker"]
 
 
 def multihost_unavailable() -> str | None:

@@ -97,3 +97,30 @@ def test_cli_train_across_hosts(ns_cluster, tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["test_accuracy"] >= MIN_ACCURACY, result
     assert (out / "model.keras").is_file()
+
+
+def test_an_executor_killed_mid_run_is_survived_without_double_applies(ns_cluster, scenario):
+    """SIGKILL of one worker host's executor JVM while ADAG trains: Spark retries the lost task on
+    a new executor (attempt 1), which fences off the dead attempt; the run finishes."""
+    r = scenario("executor_killed")
+    assert r["killed"], r  # an executor was running on a worker host and was killed
+    retried = [w for w, a in r["attempts"].items() if a >= 1]
+    assert len(retried) == 1, r  # exactly the lost task ran again
+    (w,) = retried
+    assert r["server_workers"][w]["attempt"] == r["attempts"][w]  # the server fenced on to it
+    assert r["duplicates"] == 0
+    # the server applied the retry's commits plus those the dead attempt made before it was
+    # fenced; the other worker's commits exactly once each
+    other = next(x for x in r["attempts"] if x != w)
+    assert r["server_workers"][other]["commits"] == r["recorded_commits"][other]
+    assert r["server_workers"][w]["commits"] >= r["recorded_commits"][w]
+    assert r["accuracy"] >= MIN_ACCURACY, r
+
+
+def test_a_hung_worker_in_a_synchronous_round_ends_the_run_naming_it(scenario):
+    r = scenario("hung_sync_worker")
+    assert r["stopped"], r
+    err = r["error"]
+    assert err is not None and err["type"] == "WorkerError", r
+    assert "did not close within 10s: still waiting for worker" in err["message"], err
+    assert r["seconds_to_fail"] < 240, r
