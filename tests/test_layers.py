@@ -9,6 +9,10 @@ Each layer imports only itself and the layers below it:
     frontends  -> everything below (its CLI commands also drive punchcard)
     punchcard  -> frontends and below
 
+The top-level modules (``distkeras/__init__.py``, ``trainers.py``, ``__main__.py``) sit above every
+layer and only point into them: no layer imports one (the package root's ``__version__`` aside;
+``from distkeras import ADAG`` inside a layer would load the frontends through the lazy root).
+
 ``core`` and ``ps`` also stay free of deep-learning frameworks and Spark, both in their source
 (an AST walk of every import, lazy ones inside functions included) and when imported (a fresh
 interpreter imports every module of the layer and must not load one).
@@ -39,6 +43,14 @@ ALLOWED_OURS = {
     "frontends": {"core", "data", "backends", "ps", "spark", "frontends", "punchcard"},
     "punchcard": {"core", "data", "backends", "ps", "spark", "frontends", "punchcard"},
 }
+# the modules directly in distkeras/: what each may import of ours (they are above every layer)
+TOP_LEVEL = {
+    "__init__": set(ALLOWED_OURS) | {"trainers"},  # lazily (PEP 562) and for type checkers
+    "__main__": {"frontends"},
+    "trainers": {"frontends"},
+}
+# what a layer may import from the package root itself
+ROOT_NAMES = {"__version__"}
 # third-party packages a pure layer may import (anything in the standard library is fine)
 # ps: cryptography only makes the run's TLS certificate (imported lazily, in ps/tls.py)
 PURE_THIRD_PARTY = {"core": {"numpy", "msgpack"}, "ps": {"numpy", "msgpack", "fsspec", "cryptography"}}
@@ -59,15 +71,23 @@ def imports_of(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[: len(package) - node.level + 1]
-                names.add(".".join(base + ([node.module] if node.module else [])))
+                module = ".".join(base + ([node.module] if node.module else []))
             else:
-                names.add(node.module or "")
+                module = node.module or ""
+            names.add(module)
+            if module == "distkeras":  # `from distkeras import x`: x is a layer, a top-level module or a lazy name
+                names.update(f"distkeras.{a.name}" for a in node.names)
     return names
 
 
 def test_every_layer_folder_is_known():
     folders = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert folders == set(ALLOWED_OURS), "a new layer needs its place in the dependency rule"
+
+
+def test_every_top_level_module_is_known():
+    modules = {p.stem for p in ROOT.glob("*.py")}
+    assert modules == set(TOP_LEVEL), "a new top-level module needs its place in the dependency rule"
 
 
 @pytest.mark.parametrize("layer", sorted(ALLOWED_OURS))
@@ -77,8 +97,24 @@ def test_layer_imports_only_layers_below(layer):
     for path in files:
         for name in imports_of(path):
             parts = name.split(".")
-            if parts[0] == "distkeras" and len(parts) > 1:
+            if parts[0] == "distkeras" and len(parts) > 1 and parts[1] not in ROOT_NAMES:
                 assert parts[1] in ALLOWED_OURS[layer], f"{path.relative_to(ROOT)} imports {name}: {layer}/ may import only {sorted(ALLOWED_OURS[layer])}"
+
+
+@pytest.mark.parametrize("module", sorted(TOP_LEVEL))
+def test_top_level_module_imports(module):
+    for name in imports_of(ROOT / f"{module}.py"):
+        parts = name.split(".")
+        if parts[0] == "distkeras" and len(parts) > 1 and parts[1] not in ROOT_NAMES:
+            assert parts[1] in TOP_LEVEL[module], f"distkeras/{module}.py imports {name}: it may import only {sorted(TOP_LEVEL[module])}"
+
+
+def test_the_package_roots_lazy_names_point_into_layers():
+    """``import distkeras`` resolves its public names by module path strings (no import the AST sees)."""
+    for name, module in distkeras._LAZY.items():
+        parts = module.split(".")
+        assert parts[0] == "distkeras" and parts[1] in TOP_LEVEL["__init__"], (name, module)
+        assert (ROOT.joinpath(*parts[1:]).with_suffix(".py")).exists(), (name, module)
 
 
 @pytest.mark.parametrize("layer", sorted(PURE_THIRD_PARTY))
@@ -117,3 +153,12 @@ def test_the_rule_catches_a_violation(tmp_path):
     bad.write_text("def f():\n    from distkeras.spark import session\n    import keras\n    from ..spark.feed import prepare\n")
     names = imports_of(bad)
     assert {"distkeras.spark", "keras", "distkeras.spark.feed"} <= names
+
+
+def test_the_rule_sees_names_imported_from_the_package_root(tmp_path):
+    """``from distkeras import ADAG`` in a layer is an import of the frontends through the lazy root."""
+    bad = tmp_path / "distkeras" / "spark" / "probe.py"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("from distkeras import ADAG, __version__\nfrom .. import trainers\n")
+    names = imports_of(bad)
+    assert {"distkeras.ADAG", "distkeras.__version__", "distkeras.trainers"} <= names
