@@ -29,7 +29,7 @@ def main() -> None:
         runs = {}
         for name in sys.argv[1].split(","):
             t0 = time.perf_counter()
-            trainer = getattr(trainers, name)(make_mlp(), **trainer_kwargs())
+            trainer = trainers.make_trainer(getattr(trainers, name).strategy_name, make_mlp(), **trainer_kwargs())
             model = trainer.train(train_df)
             runs[name] = {
                 "accuracy": accuracy(mlp_probs(model.get_weights(), data.x_test), data.y_test),
