@@ -251,3 +251,10 @@ def test_readme_has_the_porting_table():
                  "master_port", "parallelism_factor", "loss_weights", "communication_window", "num_ensembles"]:
         assert f"`{name}" in section, name
     assert "from distkeras.trainers import ADAG" in readme
+
+
+def test_an_optimizer_object_as_loss_is_refused(keras, mlp):
+    with pytest.raises(TypeError, match=r"ADAG: loss=<.*SGD.*> is an optimizer"):
+        impl.ADAG(mlp, "mse", keras.optimizers.SGD())
+    t = impl.ADAG(mlp, keras.optimizers.SGD(0.1), keras.losses.MeanSquaredError())  # the right order
+    assert t.spec.optimizer["class_name"] == "SGD"
