@@ -12,6 +12,10 @@ Each layer imports only itself and the layers below it:
 
 Every layer but ``core`` (which does no I/O) may import the ``storage`` module.
 
+The top-level modules (``distkeras/__init__.py``, ``trainers.py``, ``__main__.py``) sit above every
+layer and only point into them: no layer imports one (the package root's ``__version__`` aside;
+``from distkeras import ADAG`` inside a layer would load the frontends through the lazy root).
+
 ``core``, ``ps`` and ``storage`` also stay free of deep-learning frameworks and Spark, both in their
 source
 (an AST walk of every import, lazy ones inside functions included) and when imported (a fresh
@@ -46,6 +50,14 @@ ALLOWED_OURS = {
 }
 # layers that are single modules (distkeras/NAME.py), not folders
 MODULE_LAYERS = {"storage"}
+# the modules directly in distkeras/: what each may import of ours (they are above every layer)
+TOP_LEVEL = {
+    "__init__": set(ALLOWED_OURS) | {"trainers"},  # lazily (PEP 562) and for type checkers
+    "__main__": {"frontends"},
+    "trainers": {"frontends"},
+}
+# what a layer may import from the package root itself
+ROOT_NAMES = {"__version__"}
 # third-party packages a pure layer may import (anything in the standard library is fine)
 # ps: cryptography only makes the run's TLS certificate (imported lazily, in ps/tls.py)
 PURE_THIRD_PARTY = {"core": {"numpy", "msgpack"}, "ps": {"numpy", "msgpack", "cryptography"}, "storage": {"fsspec"}}
@@ -76,15 +88,18 @@ def imports_of(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[: len(package) - node.level + 1]
-                names.add(".".join(base + ([node.module] if node.module else [])))
+                module = ".".join(base + ([node.module] if node.module else []))
             else:
-                names.add(node.module or "")
+                module = node.module or ""
+            names.add(module)
+            if module == "distkeras":  # `from distkeras import x`: x is a layer, a top-level module or a lazy name
+                names.update(f"distkeras.{a.name}" for a in node.names)
     return names
 
 
 def test_every_layer_folder_is_known():
     folders = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
-    modules = {p.stem for p in ROOT.glob("*.py")} - {"__init__", "__main__"}
+    modules = {p.stem for p in ROOT.glob("*.py")} - set(TOP_LEVEL)
     assert folders | modules == set(ALLOWED_OURS), "a new layer needs its place in the dependency rule"
     assert modules == MODULE_LAYERS
 
@@ -94,6 +109,11 @@ def test_every_layer_but_core_may_use_storage():
     assert "storage" not in ALLOWED_OURS["core"]
 
 
+def test_every_top_level_module_is_known():
+    modules = {p.stem for p in ROOT.glob("*.py")} - MODULE_LAYERS
+    assert modules == set(TOP_LEVEL), "a new top-level module needs its place in the dependency rule"
+
+
 @pytest.mark.parametrize("layer", sorted(ALLOWED_OURS))
 def test_layer_imports_only_layers_below(layer):
     files = layer_files(layer)
@@ -101,21 +121,24 @@ def test_layer_imports_only_layers_below(layer):
     for path in files:
         for name in imports_of(path):
             parts = name.split(".")
-            if parts[0] == "distkeras" and len(parts) > 1:
+            if parts[0] == "distkeras" and len(parts) > 1 and parts[1] not in ROOT_NAMES:
                 assert parts[1] in ALLOWED_OURS[layer], f"{path.relative_to(ROOT)} imports {name}: {layer}/ may import only {sorted(ALLOWED_OURS[layer])}"
 
 
-def test_every_import_of_ours_resolves():
-    """A lazy import of a module that moved (``from .ps import ...`` after ps/ left spark/)
-    fails only when that code path runs: find it here instead."""
-    import importlib.util
+@pytest.mark.parametrize("module", sorted(TOP_LEVEL))
+def test_top_level_module_imports(module):
+    for name in imports_of(ROOT / f"{module}.py"):
+        parts = name.split(".")
+        if parts[0] == "distkeras" and len(parts) > 1 and parts[1] not in ROOT_NAMES:
+            assert parts[1] in TOP_LEVEL[module], f"distkeras/{module}.py imports {name}: it may import only {sorted(TOP_LEVEL[module])}"
 
-    missing = []
-    for path in sorted(ROOT.rglob("*.py")):
-        for name in imports_of(path):
-            if name.startswith("distkeras.") and importlib.util.find_spec(name) is None:
-                missing.append(f"{path.relative_to(ROOT)} imports {name}")
-    assert not missing
+
+def test_the_package_roots_lazy_names_point_into_layers():
+    """``import distkeras`` resolves its public names by module path strings (no import the AST sees)."""
+    for name, module in distkeras._LAZY.items():
+        parts = module.split(".")
+        assert parts[0] == "distkeras" and parts[1] in TOP_LEVEL["__init__"], (name, module)
+        assert (ROOT.joinpath(*parts[1:]).with_suffix(".py")).exists(), (name, module)
 
 
 @pytest.mark.parametrize("layer", sorted(PURE_THIRD_PARTY))
@@ -160,7 +183,8 @@ def test_every_import_of_ours_resolves(layer):
     distkeras/ps) fails only when that function runs, in the middle of a training."""
     for path in layer_files(layer):
         for name in imports_of(path):
-            if name.split(".")[0] == "distkeras":
+            parts = name.split(".")
+            if parts[0] == "distkeras" and not (len(parts) == 2 and parts[1] in ROOT_NAMES):
                 assert _module_exists(name), f"{path.relative_to(ROOT)} imports {name}, which does not exist"
 
 
@@ -172,3 +196,12 @@ def test_the_rule_catches_a_violation(tmp_path):
     names = imports_of(bad)
     assert {"distkeras.spark", "keras", "distkeras.spark.feed"} <= names
     assert not _module_exists("distkeras.spark.ps") and _module_exists("distkeras.ps") and _module_exists("distkeras.spark.feed")
+
+
+def test_the_rule_sees_names_imported_from_the_package_root(tmp_path):
+    """``from distkeras import ADAG`` in a layer is an import of the frontends through the lazy root."""
+    bad = tmp_path / "distkeras" / "spark" / "probe.py"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("from distkeras import ADAG, __version__\nfrom .. import trainers\n")
+    names = imports_of(bad)
+    assert {"distkeras.ADAG", "distkeras.__version__", "distkeras.trainers"} <= names

@@ -420,18 +420,17 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
         return ModelSpec.from_json(self._spec_json, self._weights)
 
     def _trainer(self, spark):
-        from distkeras.frontends.trainers import TRAINERS
+        from distkeras.frontends.trainers import TRAINERS, make_trainer
 
         name = self.getStrategy().strip().lower()
         if name not in TRAINERS:
             raise ValueError(f"unknown strategy {self.getStrategy()!r}; choose one of {sorted(TRAINERS)}")
-        strategy_params = self.getStrategyParams()
-        if "communication_window" in strategy_params:
-            strategy_params["window"] = strategy_params.pop("communication_window")
+        strategy_params = self.getStrategyParams()  # window or communication_window: make_trainer takes both
         from distkeras.backends import select_backend
 
         select_backend(self._backend())  # the driver's Keras, before the model is rebuilt
-        return TRAINERS[name](
+        return make_trainer(
+            name,
             self.getModel(),
             worker_optimizer=self.getOptimizer(),
             loss=self.getLoss(),

@@ -207,10 +207,10 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     else:
         model = default_model(_shape_of(train_df, config.features_col), _num_classes(train_df, config.label_col))
 
-    from distkeras.frontends.trainers import TRAINERS
+    from distkeras.frontends.trainers import make_trainer
 
-    trainer_cls = TRAINERS[strategy.name]
-    trainer = trainer_cls(
+    trainer = make_trainer(
+        strategy.name,
         model,
         worker_optimizer=make_optimizer(config.optimizer, config.learning_rate),
         loss="sparse_categorical_crossentropy",

@@ -32,7 +32,7 @@ def main() -> None:
         runs = {}
         for name in sys.argv[1].split(","):
             t0 = time.perf_counter()
-            trainer = getattr(trainers, name)(make_mlp(), **trainer_kwargs())
+            trainer = trainers.make_trainer(getattr(trainers, name).strategy_name, make_mlp(), **trainer_kwargs())
             model = trainer.train(train_df)
             try:
                 center = np.concatenate([np.ravel(w) for w in model.get_weights()])

@@ -45,7 +45,8 @@ def trained(spark, digits):
 
     def train(name: str):
         if name not in done:
-            trainer = getattr(trainers, name)(make_mlp(), **trainer_kwargs(spark=spark))
+            # make_trainer: the generic num_workers is EnsembleTrainer's num_ensembles; SingleTrainer has one worker
+            trainer = trainers.make_trainer(getattr(trainers, name).strategy_name, make_mlp(), **trainer_kwargs(spark=spark))
             model = trainer.train(train_df, validation=test_df if name == "ADAG" else None)
             done[name] = (trainer, model)
         return done[name]

@@ -292,8 +292,14 @@ def scenario_executor_killed(ctx: Context) -> dict:
     folder = os.path.join(ctx.out_dir, "killed-checkpoint")
     killed: list[int] = []
 
+    t0 = time.monotonic()
+    seen: dict = {}
+
     def kill_one_executor():
         pids = _worker_host_processes("CoarseGrainedExecutorBackend")
+        seen["executors"] = {p: netns_of(p) for p in pids}
+        seen["pyspark"] = {p: netns_of(p) for p in _worker_host_processes("pyspark")}
+        seen["at"] = time.monotonic() - t0
         if pids:
             victim = max(pids)
             os.kill(victim, signal.SIGKILL)
@@ -306,6 +312,8 @@ def scenario_executor_killed(ctx: Context) -> dict:
     return {
         **{k: v for k, v in r.items() if k != "model"},
         "killed": killed,
+        "seen": seen,
+        "summaries": [{k: w.get(k) for k in ("worker", "attempt", "pid", "seconds", "started_at")} for w in h.workers],
         "attempts": {str(w["worker"]): w["attempt"] for w in h.workers},
         "server_workers": {k: {"attempt": v["attempt"], "commits": v["commits"]} for k, v in h.server["workers"].items()},
         "recorded_commits": {str(w): len([c for c in h.commits if c["worker"] == w]) for w in range(WORKERS)},
