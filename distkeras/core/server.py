@@ -431,8 +431,10 @@ class ParameterServerState:
             }
 
     @classmethod
-    def from_snapshot(cls, strategy: Strategy, snap: dict[str, Any], num_workers: int | None = None) -> "ParameterServerState":
-        """Rebuild a server from :meth:`snapshot`'s output (strategy must match)."""
+    def from_snapshot(cls, strategy: Strategy, snap: dict[str, Any], num_workers: int | None = None, workers: bool = True) -> "ParameterServerState":
+        """Rebuild a server from :meth:`snapshot`'s output (strategy must match). ``workers``:
+        also the workers' attempts and commit sequence numbers (a restarted server whose workers
+        reconnect and resend); False for a new run that starts from the snapshot's center."""
         if snap["strategy"] != strategy.name:
             raise ValueError(f"snapshot is of strategy {snap['strategy']!r}, not {strategy.name!r}")
         template = strategy.init_server(np.asarray(snap["state"]["center"], dtype=np.float32))
@@ -440,6 +442,8 @@ class ParameterServerState:
         n = num_workers if num_workers is not None else len(snap.get("attempts", {})) or 1
         server = cls(strategy, state.center, n, clock=int(snap["clock"]), server_state=state)
         server.round = int(snap.get("round", 0))
+        if not workers:
+            return server
         for w, a in snap.get("attempts", {}).items():
             if int(w) in server.workers:
                 server.workers[int(w)].attempt = int(a)

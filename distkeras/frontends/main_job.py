@@ -48,6 +48,7 @@ class JobConfig:
     seed: int = 0
     shards: int = 1
     checkpoint: str | None = None
+    resume: str | None = None
     ps_host: str | None = None
     ps_bind: str | None = None
     ps_tls: bool | None = None
@@ -224,6 +225,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         codec=config.codec,
         shards=config.shards,
         checkpoint=config.checkpoint,
+        resume=config.resume,
         ps_host=config.ps_host,
         ps_bind=config.ps_bind,
         ps_tls=config.ps_tls,

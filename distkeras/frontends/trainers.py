@@ -34,7 +34,10 @@ Keyword-only options shared by every trainer:
 ``backend=`` picks "tensorflow" or "jax" for the workers (default: ``KERAS_BACKEND``);
 ``codec=`` compresses commits ("none", "fp16", "int8", "topk:0.01"); ``shards=`` splits the
 parameter server over processes; ``checkpoint=`` writes checkpoints to an fsspec URL every
-``checkpoint_every`` commits; ``seed=`` seeds the data order;
+``checkpoint_every`` commits; ``resume=`` starts the parameter server from a checkpoint (its
+center, clock and strategy state: a run that goes on where an earlier one, perhaps in another
+application, stopped; give ``checkpoint=`` the same URL to keep writing there); ``seed=`` seeds
+the data order;
 ``ps_host=`` is the address the executors reach the parameter server at (default: the
 ``DISTKERAS_PS_HOST`` environment variable, else loopback for a local master, else the driver's
 address as Spark knows it, ``spark.driver.host``) and ``ps_bind=`` the local address it listens
@@ -111,6 +114,7 @@ class Trainer:
         shards: int = 1,
         checkpoint: str | None = None,
         checkpoint_every: int = 100,
+        resume: str | None = None,
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
@@ -158,6 +162,7 @@ class Trainer:
         self.shards = int(shards)
         self.checkpoint = checkpoint
         self.checkpoint_every = int(checkpoint_every)
+        self.resume = resume
         self.seed = int(seed)
         self.progress = progress
         self.repartition = bool(repartition)
@@ -258,6 +263,7 @@ class Trainer:
             shards=self.shards,
             checkpoint=self.checkpoint,
             checkpoint_every=self.checkpoint_every,
+            resume=self.resume,
             seed=self.seed,
             progress=self.progress,
             input_shape=self.input_shape,
@@ -348,6 +354,7 @@ class SingleTrainer(Trainer):
         shards: int = 1,
         checkpoint: str | None = None,
         checkpoint_every: int = 100,
+        resume: str | None = None,
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
@@ -405,6 +412,7 @@ class AveragingTrainer(Trainer):
         shards: int = 1,
         checkpoint: str | None = None,
         checkpoint_every: int = 100,
+        resume: str | None = None,
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
@@ -460,6 +468,7 @@ class EnsembleTrainer(Trainer):
         shards: int = 1,
         checkpoint: str | None = None,
         checkpoint_every: int = 100,
+        resume: str | None = None,
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
@@ -521,6 +530,7 @@ class DOWNPOUR(Trainer):
         shards: int = 1,
         checkpoint: str | None = None,
         checkpoint_every: int = 100,
+        resume: str | None = None,
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
@@ -585,6 +595,7 @@ class ADAG(Trainer):
         shards: int = 1,
         checkpoint: str | None = None,
         checkpoint_every: int = 100,
+        resume: str | None = None,
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
@@ -648,6 +659,7 @@ class DynSGD(Trainer):
         shards: int = 1,
         checkpoint: str | None = None,
         checkpoint_every: int = 100,
+        resume: str | None = None,
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
@@ -715,6 +727,7 @@ class AEASGD(Trainer):
         shards: int = 1,
         checkpoint: str | None = None,
         checkpoint_every: int = 100,
+        resume: str | None = None,
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
@@ -783,6 +796,7 @@ class EAMSGD(Trainer):
         shards: int = 1,
         checkpoint: str | None = None,
         checkpoint_every: int = 100,
+        resume: str | None = None,
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
@@ -840,6 +854,7 @@ class EASGD(Trainer):
         shards: int = 1,
         checkpoint: str | None = None,
         checkpoint_every: int = 100,
+        resume: str | None = None,
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
@@ -906,6 +921,7 @@ class Experimental(Trainer):
         shards: int = 1,
         checkpoint: str | None = None,
         checkpoint_every: int = 100,
+        resume: str | None = None,
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
@@ -959,6 +975,7 @@ class LocalSGD(Trainer):
         shards: int = 1,
         checkpoint: str | None = None,
         checkpoint_every: int = 100,
+        resume: str | None = None,
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
@@ -1018,6 +1035,7 @@ class DiLoCo(Trainer):
         shards: int = 1,
         checkpoint: str | None = None,
         checkpoint_every: int = 100,
+        resume: str | None = None,
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,

@@ -140,7 +140,8 @@ class ParameterServerService:
     ``checkpoint``: an fsspec URL; a background thread writes a checkpoint once
     ``checkpoint_every`` commits have been applied since the last one and/or every
     ``checkpoint_interval`` seconds (if the clock moved), and ``stop()`` writes a final one. ``resume``: a checkpoint URL to start from (center, clock,
-    strategy state, worker attempts and sequence numbers). ``idle_timeout``: seconds a
+    strategy state, and with ``resume_workers`` the worker attempts and sequence numbers: False
+    for a new run that goes on from the checkpoint rather than a restarted server). ``idle_timeout``: seconds a
     connection may stay silent before it is closed (a client reconnects by itself).
     ``round_timeout``: how long a synchronous commit-and-pull waits for its round
     (None: until shutdown); when it runs out the waiting worker gets a ``timeout`` error
@@ -170,6 +171,7 @@ class ParameterServerService:
         checkpoint_every: int | None = None,
         checkpoint_interval: float | None = None,
         resume: str | None = None,
+        resume_workers: bool = True,
         max_frame: int | None = None,
         idle_timeout: float | None = 300.0,
         auth_timeout: float = 10.0,
@@ -203,7 +205,7 @@ class ParameterServerService:
                     f"checkpoint {ckpt.shard_path(resume, self.shard)} is shard {meta.get('shard')} of {meta.get('shards')} at offset "
                     f"{meta.get('offset')}; this server is shard {self.shard} of {self.shards} at offset {offset}"
                 )
-            self.state = ParameterServerState.from_snapshot(self.strategy, snap, num_workers)
+            self.state = ParameterServerState.from_snapshot(self.strategy, snap, num_workers, workers=resume_workers)
             self.resumed_from = {"url": resume, "clock": snap["clock"], "round": snap["round"]}
         else:
             if center is None:

@@ -57,6 +57,9 @@ class RunOptions:
     ps_tls: bool | None = None
     checkpoint: str | None = None
     checkpoint_every: int = 100
+    # start the parameter server from this checkpoint URL (center, clock, strategy state; not the
+    # worker attempts of the run that wrote it: this is a new run)
+    resume: str | None = None
     seed: int = 0
     progress: bool = True
     input_shape: tuple[int, ...] | None = None
@@ -236,6 +239,8 @@ def run_training(spec, df, strategy: Strategy, options: RunOptions, *, features_
                 codec=options.codec,
                 checkpoint=options.checkpoint,
                 checkpoint_every=options.checkpoint_every if options.checkpoint else None,
+                resume=options.resume,
+                resume_workers=False,
                 tls=options.ps_tls,
                 round_timeout=options.round_timeout if strategy.synchronous else None,
             )

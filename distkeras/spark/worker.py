@@ -203,8 +203,22 @@ def with_nesterov_momentum(spec, momentum: float):
     return spec.with_optimizer("SGD", learning_rate=float(lr), momentum=float(momentum), nesterov=True)
 
 
+def fencing_attempt(attempt: int) -> int:
+    """The attempt number the parameter server fences by: inside a Spark task, its task attempt
+    id, unique in the application and larger for every later attempt. ``attemptNumber()`` is not
+    enough: when an executor dies, its shuffle output goes with it, Spark re-runs the map stage and
+    retries the task in a new stage attempt where ``attemptNumber()`` starts again at 0 (seen on
+    the multi-host test cluster: the retry and the dead attempt's still-running Python worker then
+    committed as the same attempt). Outside a Spark task: ``attempt``."""
+    from .tasks import current_task
+
+    task = current_task()
+    return int(task.task_attempt_id) if task is not None else int(attempt)
+
+
 def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """Train on (x, y) under the configured strategy; return a JSON-able summary."""
+    """Train on (x, y) under the configured strategy; return a JSON-able summary. ``attempt``
+    is Spark's attempt number (reported); the server fences by :func:`fencing_attempt`."""
     started_at = time.time()  # wall clock, to line up with the driver's (same clock in local mode)
     t_start = time.perf_counter()
     adapter, strategy = build_adapter(config)
@@ -221,6 +235,7 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y
     summary: dict[str, Any] = {
         "worker": worker,
         "attempt": attempt,
+        "fencing_attempt": fencing_attempt(attempt),
         "pid": os.getpid(),
         "backend": adapter.backend,
         "started_at": started_at,
@@ -246,7 +261,7 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y
         config.ps_addresses,
         base64.b64decode(config.secret_b64),
         worker,
-        attempt,
+        summary["fencing_attempt"],
         codec=get_codec(config.codec),
         retry_timeout=config.connect_timeout,
         fingerprint=config.ps_fingerprint or None,

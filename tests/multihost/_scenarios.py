@@ -152,24 +152,20 @@ def scenario_adag_shards(ctx: Context) -> dict:
 
 def scenario_checkpoint_resume(ctx: Context) -> dict:
     """ADAG writes checkpoints (the parameter server runs on the driver host and writes to a
-    path of the driver's); a second run starts from the checkpointed center."""
+    path of the driver's); a second run resumes from the checkpoint (``resume=``): its server
+    starts from the checkpointed center, clock and strategy state, whatever the model's weights."""
     import numpy as np
 
     from distkeras.frontends.trainers import ADAG
     from distkeras.ps import load_checkpoint
-    from tests.training import make_mlp, member_weights, trainer_kwargs
 
     url = "file://" + os.path.join(ctx.out_dir, "checkpoint")
     first = ctx.train(ctx.trainer(ADAG, num_epoch=3, checkpoint=url, checkpoint_every=5))
     snap, meta = load_checkpoint(url, 0)
     center = np.asarray(snap["state"]["center"], np.float32)
     final = np.concatenate([np.ravel(w) for w in first["model"].get_weights()]).astype(np.float32)
-    # Second run: from the checkpoint's center.
-    model = make_mlp()
-    model.set_weights(member_weights(center))
-    kwargs = trainer_kwargs(num_workers=WORKERS, num_epoch=EPOCHS - 3, spark=ctx.spark)
-    second_trainer = ADAG(model, **kwargs)
-    second = ctx.train(second_trainer)
+    second = ctx.train(ctx.trainer(ADAG, num_epoch=EPOCHS - 3, resume=url))  # a fresh random model
+    h = second.pop("history")
     return {
         "checkpoint_files": sorted(os.listdir(os.path.join(ctx.out_dir, "checkpoint"))),
         "checkpoint_clock": int(snap["clock"]),
@@ -177,7 +173,8 @@ def scenario_checkpoint_resume(ctx: Context) -> dict:
         "checkpoint_equals_final_center": bool(np.array_equal(center, final)),
         "first_accuracy": first["accuracy"],
         "first_commits_applied": first["commits_applied"],
-        "start_accuracy": ctx.accuracy(model),
+        "second_clock": h.server["clock"],
+        "second_commits_applied": h.server["commits_applied"],
         "accuracy": second["accuracy"],
         "workers": second["workers"],
     }
@@ -264,13 +261,27 @@ def _worker_host_processes(marker: str) -> list[int]:
     return found
 
 
-def _when_checkpointed(url_path: str, action, timeout: float = 300.0) -> threading.Thread:
-    """Run ``action()`` in a thread once the parameter server has written its first checkpoint
-    (commits have been applied: the run is under way)."""
+def _when_checkpointed(url_path: str, action, timeout: float = 300.0, all_registered: bool = False) -> threading.Thread:
+    """Run ``action()`` in a thread once the parameter server has written a checkpoint (commits
+    have been applied: the run is under way); with ``all_registered``, one that shows every
+    worker registered (a task attempt id above 0: earlier scenarios used the first ones)."""
+    def ready() -> bool:
+        if not os.path.exists(os.path.join(url_path, "shard-00.npz")):
+            return False
+        if not all_registered:
+            return True
+        from distkeras.ps import load_checkpoint
+
+        try:
+            attempts = load_checkpoint("file://" + url_path, 0)[1]["attempts"]
+        except Exception:  # being replaced right now: look again
+            return False
+        return len(attempts) == WORKERS and all(int(a) > 0 for a in attempts.values())
+
     def watch():
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if os.path.exists(os.path.join(url_path, "shard-00.npz")):
+            if ready():
                 action()
                 return
             time.sleep(0.05)
@@ -301,12 +312,15 @@ def scenario_executor_killed(ctx: Context) -> dict:
         seen["pyspark"] = {p: netns_of(p) for p in _worker_host_processes("pyspark")}
         seen["at"] = time.monotonic() - t0
         if pids:
+            from distkeras.ps import load_checkpoint
+
+            seen["attempts_before"] = load_checkpoint("file://" + folder, 0)[1]["attempts"]  # the attempts registered now
             victim = max(pids)
             os.kill(victim, signal.SIGKILL)
             killed.append(victim)
 
-    watcher = _when_checkpointed(folder, kill_one_executor)
-    r = ctx.train(ctx.trainer(ADAG, num_epoch=30, checkpoint="file://" + folder, checkpoint_every=3))
+    watcher = _when_checkpointed(folder, kill_one_executor, all_registered=True)
+    r = ctx.train(ctx.trainer(ADAG, num_epoch=30, checkpoint="file://" + folder, checkpoint_every=2))
     watcher.join(5)
     h = r.pop("history")
     return {
@@ -315,6 +329,7 @@ def scenario_executor_killed(ctx: Context) -> dict:
         "seen": seen,
         "summaries": [{k: w.get(k) for k in ("worker", "attempt", "pid", "seconds", "started_at")} for w in h.workers],
         "attempts": {str(w["worker"]): w["attempt"] for w in h.workers},
+        "fencing_attempts": {str(w["worker"]): w["fencing_attempt"] for w in h.workers},
         "server_workers": {k: {"attempt": v["attempt"], "commits": v["commits"]} for k, v in h.server["workers"].items()},
         "recorded_commits": {str(w): len([c for c in h.commits if c["worker"] == w]) for w in range(WORKERS)},
         "duplicates": h.server["duplicates"],

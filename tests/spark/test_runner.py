@@ -337,7 +337,8 @@ def test_task_retry_fences_the_failed_attempt(spark, digits, monkeypatch, servic
     assert s["duplicates"] == 0
     assert s["rejected"].get("fenced", 0) >= 1 and s["rejected_total"] == s["rejected"]["fenced"]
     w1 = s["workers"]["1"]
-    assert w1["attempt"] == 1
+    # the server fences by Spark's task attempt id: the retry's, larger than every first attempt's
+    assert w1["attempt"] == h.workers[1]["fencing_attempt"] > max(w["fencing_attempt"] for w in h.workers if w["worker"] != 1)
     assert w1["commits"] == rw.ACKED_BEFORE_FAILURE + len([c for c in h.commits if c["worker"] == 1])
     assert accuracy(mlp_probs(model.get_weights(), data.x_test), data.y_test) >= 0.85  # no 1e3 commit got in
     _assert_stopped(services[0])

@@ -62,6 +62,7 @@ def register(subparsers) -> None:
     p.add_argument("--param", action="append", type=_key_value, default=[], metavar="K=V", help="strategy hyperparameter, e.g. --param rho=2 (repeatable)")
     p.add_argument("--shards", type=int, default=1, help="parameter-server shards (processes)")
     p.add_argument("--checkpoint", default=None, help="fsspec URL for parameter-server checkpoints")
+    p.add_argument("--resume", default=None, metavar="URL", help="start the parameter server from this checkpoint (center, clock, strategy state)")
     p.add_argument(
         "--ps-host",
         default=None,
@@ -111,6 +112,7 @@ def run_train(args) -> int:
         seed=args.seed,
         shards=args.shards,
         checkpoint=args.checkpoint,
+        resume=args.resume,
         ps_host=args.ps_host,
         ps_bind=args.ps_bind,
         ps_tls=args.ps_tls,
