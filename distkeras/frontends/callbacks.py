@@ -58,6 +58,7 @@ class _RemoteFiles:
     def __init__(self):
         self._tmp: str | None = None
         self._roots: list[tuple[str, str]] = []  # (local root, URL prefix "scheme://")
+        self._redirected: list[tuple[Any, str, str]] = []  # (callback, attribute, the user's URL)
         self._seen: dict[str, tuple[float, int]] = {}
 
     def redirect(self, callback) -> None:
@@ -73,6 +74,7 @@ class _RemoteFiles:
         root = os.path.join(self._tmp, str(len(self._roots)))
         local = os.path.join(root, rest.lstrip("/"))
         os.makedirs(os.path.dirname(local), exist_ok=True)
+        self._redirected.append((callback, attr, getattr(callback, attr)))
         setattr(callback, attr, local)
         self._roots.append((root, scheme + "://"))
 
@@ -101,6 +103,9 @@ class _RemoteFiles:
                     self._seen[local] = key
 
     def close(self) -> None:
+        for callback, attr, url in self._redirected:  # the user's objects get their URLs back
+            setattr(callback, attr, url)
+        self._redirected = []
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None

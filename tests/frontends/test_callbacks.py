@@ -144,3 +144,26 @@ def test_the_progress_bar_ends_at_the_final_counts_of_a_run_faster_than_its_poll
     assert monitor._bar is None or monitor._bar.n == 300
     err = capsys.readouterr().err
     assert "300/300" in err
+
+
+def test_callbacks_as_plain_data_for_the_estimator(keras):
+    from distkeras.frontends.callbacks import callbacks_from_json, callbacks_to_json
+    from distkeras.frontends.estimator import KerasEstimator
+
+    given = [
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=2, restore_best_weights=True),
+        {"class_name": "CSVLogger", "config": {"filename": "memory://logs/run.csv"}},
+    ]
+    text = callbacks_to_json(given)
+    assert "pickle" not in text and json.loads(text)[0]["class_name"] == "EarlyStopping"
+    stop, logger = callbacks_from_json(text)
+    assert (stop.monitor, stop.patience, stop.restore_best_weights) == ("val_accuracy", 2, True)
+    assert isinstance(logger, keras.callbacks.CSVLogger) and logger.filename == "memory://logs/run.csv"
+    est = KerasEstimator(model=make_mlp(), callbacks=given, validationFraction=0.2)
+    assert json.loads(est.getOrDefault(est.callbacks)) == json.loads(text)
+    assert [type(c).__name__ for c in est.getCallbacks()] == ["EarlyStopping", "CSVLogger"]
+    assert est.copy().getCallbacks()[0].patience == 2
+    with pytest.raises(ValueError, match="unknown callback 'LambdaCallback'"):
+        callbacks_from_json('[{"class_name": "LambdaCallback", "config": {}}]')
+    with pytest.raises(TypeError, match="built-in keras.callbacks"):
+        callbacks_to_json([type("Mine", (keras.callbacks.Callback,), {})()])
