@@ -335,6 +335,8 @@ def run_training(
         records: list[dict] = []
 
         def epoch_record(snap: dict) -> bool:
+            if int(snap["epoch"]) > options.epochs:  # uneven partitions (repartition=False) may run over
+                return False
             center_k = snap["center"]
             record = {"epoch": int(snap["epoch"]), "samples": int(snap["samples"])}
             if "train_loss" in snap:
