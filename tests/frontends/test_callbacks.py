@@ -24,6 +24,7 @@ def _train(spark, digits, name, *, callbacks=None, validation=True, **overrides)
     return trainer, model
 
 
+@pytest.mark.slow
 def test_a_fast_run_records_every_epoch_and_drives_file_callbacks(spark, digits, tmp_path, keras):
     """ADAG, 2 workers, 5 epochs (faster than the monitor's polling): 5 validation records, and
     ModelCheckpoint to memory://, CSVLogger and TensorBoard (when the tensorboard package is
@@ -77,6 +78,7 @@ def test_a_fast_run_records_every_epoch_and_drives_file_callbacks(spark, digits,
         assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["LocalSGD", "SingleTrainer", "EnsembleTrainer"])
 def test_synchronous_and_serverless_runs_record_every_epoch(spark, digits, name):
     trainer, _ = _train(spark, digits, name, num_epoch=3)
@@ -93,6 +95,7 @@ def _stopper(keras):
     return keras.callbacks.EarlyStopping(monitor="val_loss", patience=0, min_delta=100.0, restore_best_weights=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ADAG", "LocalSGD"])
 def test_early_stopping_stops_the_workers_and_restores_the_best_center(spark, digits, keras, name):
     """Slow workers (a commit every batch of 4, 300 epochs): the stop reaches them long before the end."""
@@ -110,6 +113,7 @@ def test_early_stopping_stops_the_workers_and_restores_the_best_center(spark, di
     assert accuracy(mlp_probs(model.get_weights(), data.x_test), data.y_test) == pytest.approx(h.epochs[0]["accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_early_stopping_without_a_server_returns_the_best_epoch(spark, digits, keras):
     _, _, data = digits
     trainer, model = _train(spark, digits, "EnsembleTrainer", callbacks=[_stopper(keras)], num_epoch=4)
