@@ -171,3 +171,19 @@ def test_callbacks_as_plain_data_for_the_estimator(keras):
         callbacks_from_json('[{"class_name": "LambdaCallback", "config": {}}]')
     with pytest.raises(TypeError, match="built-in keras.callbacks"):
         callbacks_to_json([type("Mine", (keras.callbacks.Callback,), {})()])
+
+
+@pytest.mark.slow
+def test_estimator_fit_runs_its_callbacks_on_a_held_out_share(spark, digits, tmp_path):
+    from distkeras.frontends.estimator import KerasEstimator
+
+    train_df, _, _ = digits
+    log = tmp_path / "est.csv"
+    est = KerasEstimator(
+        model=make_mlp(), numWorkers=2, numEpochs=3, batchSize=16, optimizer="adam", metrics=["accuracy"],
+        callbacks=[{"class_name": "CSVLogger", "config": {"filename": str(log)}}], validationFraction=0.2,
+    )
+    fitted = est.fit(train_df)
+    assert [e["epoch"] for e in fitted.history.epochs] == [1, 2, 3]
+    rows = list(csv.DictReader(log.open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2] and "val_loss" in rows[0]
