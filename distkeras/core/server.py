@@ -20,6 +20,16 @@ current center (a service sends it straight from there). While a lease is held, 
 does not write that center: it writes the new one into a spare buffer
 (``Strategy.apply_into``) and publishes it; the old buffer becomes a spare once its leases
 are released. A center nobody holds is updated in place (``Strategy.apply_inplace``).
+
+Per-epoch snapshots: with ``epoch_samples``, the server keeps a copy of the center (with its
+epoch number, the samples applied so far and the clock) each time the applied samples cross
+a multiple of ``epoch_samples``; :meth:`take_epoch_snapshots` hands them over and forgets them
+(one copy per epoch, held only until the driver takes it). Asynchronous strategies count a
+commit's samples when it is applied, synchronous ones when its round closes.
+
+Stopping: :meth:`request_stop` asks the workers to stop at their next exchange; asynchronous
+workers stop at once, synchronous ones all after the same round (``stop_round``: the round
+open when the stop was asked), so that no round waits for a worker that left early.
 """
 
 from __future__ import annotations
@@ -102,6 +112,13 @@ class CenterLease:
         self.release()
 
 
+class EpochSnapshot(NamedTuple):
+    epoch: int  # 1-based: the center once ``epoch`` epochs' worth of samples were applied
+    samples: int  # the samples applied when the copy was taken (>= epoch * epoch_samples)
+    clock: int
+    center: np.ndarray  # a copy the taker owns
+
+
 @dataclass
 class WorkerRecord:
     attempt: int = 0
@@ -136,7 +153,16 @@ class ParameterServerState:
     strategies accept any worker id in ``range(num_workers)``.
     """
 
-    def __init__(self, strategy: Strategy, center: np.ndarray, num_workers: int = 1, *, clock: int = 0, server_state: Any = None):
+    def __init__(
+        self,
+        strategy: Strategy,
+        center: np.ndarray,
+        num_workers: int = 1,
+        *,
+        clock: int = 0,
+        server_state: Any = None,
+        epoch_samples: int | None = None,
+    ):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         center = np.asarray(center)
@@ -156,6 +182,14 @@ class ParameterServerState:
         self._lock = threading.Lock()
         self._round_done = threading.Condition(self._lock)
         self.started = time.monotonic()
+        if epoch_samples is not None and int(epoch_samples) < 1:
+            raise ValueError(f"epoch_samples must be >= 1, got {epoch_samples}")
+        self.epoch_samples = int(epoch_samples) if epoch_samples is not None else None
+        self.applied_samples = 0  # samples of applied commits (of closed rounds, synchronous)
+        self._next_epoch = 1
+        self._epoch_snapshots: list[EpochSnapshot] = []
+        self.stop_requested = False
+        self.stop_round: int | None = None  # synchronous: the last round before the workers stop
 
     # -- helpers ------------------------------------------------------------------
     @property
@@ -326,6 +360,7 @@ class ParameterServerState:
                 self._apply([c])
                 self.clock += 1
                 self.stats_.commits_applied += 1
+                self._applied(int(samples))
                 return CommitResult(APPLIED, self.clock, self.round, "", staleness)
             self._round_buffer[worker] = c
             this_round = self.round
@@ -344,7 +379,41 @@ class ParameterServerState:
             self.clock += 1
             self.round += 1
             self.stats_.rounds += 1
+            self._applied(sum(int(c.samples) for c in commits))
             self._round_done.notify_all()
+
+    def _applied(self, samples: int) -> None:
+        """Count applied samples; snapshot the center at each epoch boundary crossed (lock held)."""
+        self.applied_samples += samples
+        if self.epoch_samples is None:
+            return
+        copy = None
+        while self.applied_samples >= self._next_epoch * self.epoch_samples:
+            if copy is None:
+                copy = self.state.center.copy()
+            self._epoch_snapshots.append(EpochSnapshot(self._next_epoch, self.applied_samples, self.clock, copy))
+            self._next_epoch += 1
+
+    def take_epoch_snapshots(self) -> list[EpochSnapshot]:
+        """The per-epoch snapshots taken since the last call, oldest first (the server forgets them)."""
+        with self._lock:
+            out, self._epoch_snapshots = self._epoch_snapshots, []
+            return out
+
+    def request_stop(self) -> None:
+        """Ask the workers to stop at their next exchange (idempotent). Synchronous strategies
+        stop after the round that is open now, every worker at the same one."""
+        with self._lock:
+            if not self.stop_requested:
+                self.stop_requested = True
+                self.stop_round = self.round if self.strategy.synchronous else None
+
+    def stop_signal(self) -> dict[str, Any] | None:
+        """None, or what a reply tells the workers: ``{"stop": True[, "stop_round": R]}``."""
+        with self._lock:
+            if not self.stop_requested:
+                return None
+            return {"stop": True} if self.stop_round is None else {"stop": True, "stop_round": self.stop_round}
 
     def round_status(self, round_: int) -> dict[str, list[tuple[int, int]]] | None:
         """Who round ``round_`` is waiting for: ``{"missing": [(worker, attempt), ...],
@@ -396,6 +465,8 @@ class ParameterServerState:
                 "rejected_total": sum(s.rejected.values()),
                 "fenced": dict(s.fenced),
                 "samples": s.samples,
+                "applied_samples": self.applied_samples,
+                "stop_requested": self.stop_requested,
                 "pulls": s.pulls,
                 "bytes_in": s.bytes_in,
                 "bytes_out": s.bytes_out,

@@ -34,6 +34,14 @@ lands in the same place) and written through :mod:`distkeras.storage` (atomicall
 Keras-serialized object; Keras objects and dicts given to the constructor or setters are
 serialized for you. ``strategyParams`` is a JSON object of the strategy's hyperparameters
 (``{"window": 12}``; ``communication_window`` is accepted as an alias of ``window``).
+
+``callbacks``: Keras callbacks run on the driver during ``fit`` (see
+:mod:`distkeras.frontends.callbacks`), kept as plain data: a JSON list of
+``{"class_name": ..., "config": {...}}`` naming built-in ``keras.callbacks`` classes; callback
+objects given to the constructor or ``setParams`` are turned into that (their constructor
+arguments), never pickled. ``validationFraction`` > 0 holds out that share of the rows
+(``randomSplit`` with ``seed``) for the per-epoch ``val_*`` metrics that callbacks such as
+``EarlyStopping(monitor="val_loss")`` watch and for the fitted model's ``history.epochs``.
 """
 
 from __future__ import annotations
@@ -126,6 +134,12 @@ def _to_strategy_params(value: Any) -> str:
     return json.dumps(data, sort_keys=True, allow_nan=False)
 
 
+def _to_callbacks(value: Any) -> str:
+    from distkeras.frontends.callbacks import callbacks_to_json
+
+    return callbacks_to_json(value)
+
+
 def _decode(text: str) -> Any:
     """A Keras name stays a string; JSON text becomes its value."""
     text = text.strip()
@@ -196,6 +210,18 @@ class _KerasEstimatorParams(_KerasModelParams):
         "TLS on the parameter server's wire: 'on', 'off' or 'auto' (on beyond loopback)",
         typeConverter=TypeConverters.toString,
     )
+    callbacks = Param(
+        Params._dummy(),
+        "callbacks",
+        "Keras callbacks run on the driver: a JSON list of {class_name, config} of built-in keras.callbacks",
+        typeConverter=_to_callbacks,
+    )
+    validationFraction = Param(
+        Params._dummy(),
+        "validationFraction",
+        "share of the rows held out for per-epoch validation metrics (val_*) in [0, 1)",
+        typeConverter=TypeConverters.toFloat,
+    )
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -216,7 +242,21 @@ class _KerasEstimatorParams(_KerasModelParams):
             psHost="",
             psBind="",
             psTls="auto",
+            callbacks="[]",
+            validationFraction=0.0,
         )
+
+    def getCallbacks(self) -> list:
+        """New ``keras.callbacks`` objects built from the param (a fresh set for every fit)."""
+        from distkeras.frontends.callbacks import callbacks_from_json
+
+        return callbacks_from_json(self.getOrDefault(self.callbacks))
+
+    def getValidationFraction(self) -> float:
+        value = self.getOrDefault(self.validationFraction)
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"validationFraction must be in [0, 1), got {value}")
+        return value
 
     def getStrategy(self) -> str:
         return self.getOrDefault(self.strategy)
@@ -364,6 +404,8 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
         psHost: str = "",
         psBind: str = "",
         psTls: str = "auto",
+        callbacks: Any = "[]",
+        validationFraction: float = 0.0,
     ):
         super().__init__()
         self._spec_json: str | None = None
@@ -455,7 +497,11 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
 
     def _fit(self, dataset) -> "KerasModel":
         trainer = self._trainer(dataset.sparkSession)
-        trained = trainer.train(dataset)
+        fraction = self.getValidationFraction()
+        validation = None
+        if fraction > 0:
+            dataset, validation = dataset.randomSplit([1.0 - fraction, fraction], seed=self.getSeed())
+        trained = trainer.train(dataset, validation=validation, callbacks=self.getCallbacks() or None)
         model = KerasModel(model=trained)
         self._copyValues(model)
         model.history = trainer.history

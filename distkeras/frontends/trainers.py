@@ -274,40 +274,59 @@ class Trainer:
             round_timeout=self.round_timeout,
         )
 
-    def train(self, df, validation=None):
+    def train(self, df, validation=None, callbacks=None):
         """Train on ``df``; returns a compiled keras.Model holding the center's weights.
 
         With a ``validation`` DataFrame, the center's metrics on it are recorded in
-        ``self.history.epochs``.
+        ``self.history.epochs``, one record per epoch however fast the run (the parameter
+        server keeps a copy of the center at each epoch boundary).
+
+        ``callbacks``: ``keras.callbacks`` objects run on the driver, once per epoch, with a
+        model holding the center and ``val_*`` logs (see :mod:`distkeras.frontends.callbacks`);
+        ``model.stop_training = True`` (EarlyStopping) stops the workers at their next exchange,
+        and the weights the callbacks leave in the model at ``on_train_end`` are returned
+        (EarlyStopping's ``restore_best_weights``).
         """
         from distkeras.backends import KerasAdapter
         from distkeras.spark.runner import run_training
 
+        adapter = KerasAdapter.from_spec(self.spec)  # evaluates the centers; the callbacks' model; returned
         evaluate_center = None
         if validation is not None:
             from distkeras.spark.inference import collect_numpy
 
             xv, yv = collect_numpy(validation, self.features_col, self.label_col, self.input_shape)
-            evaluator = KerasAdapter.from_spec(self.spec)
 
             def evaluate_center(center: np.ndarray) -> dict:
-                evaluator.set_flat(center)
-                return evaluator.evaluate(xv, yv, batch_size=256)
+                adapter.set_flat(center)
+                return adapter.evaluate(xv, yv, batch_size=256)
 
-        result = run_training(
-            self.spec,
-            df,
-            self.strategy,
-            self._options(),
-            features_col=self.features_col,
-            label_col=self.label_col,
-            spark=self.spark,
-            evaluate_center=evaluate_center,
-        )
+        driver = None
+        if callbacks:
+            from distkeras.frontends.callbacks import CallbackDriver
+
+            driver = CallbackDriver(callbacks, adapter, self.num_epoch)
+        try:
+            if driver is not None:
+                driver.begin()
+            result = run_training(
+                self.spec,
+                df,
+                self.strategy,
+                self._options(),
+                features_col=self.features_col,
+                label_col=self.label_col,
+                spark=self.spark,
+                evaluate_center=evaluate_center,
+                on_epoch=driver.on_epoch if driver is not None else None,
+            )
+            center = driver.end(result.center) if driver is not None else result.center
+        finally:
+            if driver is not None:
+                driver.close()
         self.history = result.history
         self.members = result.members
-        adapter = KerasAdapter.from_spec(self.spec)
-        adapter.set_flat(result.center)
+        adapter.set_flat(center)
         model = adapter.to_keras_model()
         if self.members:
             from distkeras.backends.ensemble import build_ensemble

@@ -125,6 +125,8 @@ class PSClient:
         self.seq = 0  # next commit's sequence number
         self.info: dict[str, Any] = {}
         self.reconnects = 0
+        # None, or the server's request to stop ({"stop": True[, "stop_round": R]}), from any ok reply
+        self.stop_signal: dict[str, Any] | None = None
         self._codec_state: Any = None
         self._sock: socket.socket | None = None
         self._reader: FrameReader | None = None
@@ -186,11 +188,17 @@ class PSClient:
             )
         first = not self.info
         self.info = info
+        self._note_stop(info)
         if first and isinstance(self.info.get("last_seq"), int):
             # a new client for a (worker, attempt) the server already knows (e.g. one client
             # per epoch) continues its sequence, so its commits are not taken for replays
             self.seq = max(self.seq, self.info["last_seq"] + 1)
         self._sock, self._reader = sock, reader
+
+    def _note_stop(self, reply: dict[str, Any]) -> None:
+        if reply.get("stop") is True:
+            stop_round = reply.get("stop_round")
+            self.stop_signal = {"stop": True, **({"stop_round": int(stop_round)} if isinstance(stop_round, int) else {})}
 
     def _drop(self) -> None:
         if self._sock is not None:
@@ -237,6 +245,7 @@ class PSClient:
                     self._raise_error(reply)
                 if reply["op"] != "ok":
                     raise wire.WireError(f"unexpected reply {reply['op']!r}")
+                self._note_stop(reply)
                 return reply
             except (PSRemoteError, PSAuthenticationError, PSConnectionError):
                 raise  # final answers (PSConnectionError is an OSError: keep it out of the retries)
@@ -451,6 +460,12 @@ class ShardedPSClient:
     @property
     def reconnects(self) -> int:
         return sum(c.reconnects for c in self.clients)
+
+    @property
+    def stop_signal(self) -> dict[str, Any] | None:
+        """Shard 0's stop request: every worker follows the same shard, so synchronous workers
+        agree on the round to stop after."""
+        return self.clients[0].stop_signal
 
     def bye(self) -> None:
         try:

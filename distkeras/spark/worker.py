@@ -43,6 +43,9 @@ class WorkerConfig:
     # runner sets it above the server's round timeout (None: wait as long as the server does)
     request_timeout: float | None = 600.0
     input_shape: list[int] | None = None
+    # strategies without a server: return the weights at the end of every epoch (``epochs_b64``),
+    # for the driver's per-epoch validation records and callbacks
+    epoch_weights: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -247,11 +250,16 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y
 
     if not strategy.exchanges:
         adapter.set_flat(decode_vector(config.initial_b64))
+        per_epoch: list[str] = []
         for i, (xs, ys) in enumerate(windows(stream, batches_per_epoch)):
             t0 = time.perf_counter()
             metrics = adapter.train_window(xs, ys)
             history.append({"epoch": i, "loss": float(metrics.get("loss", np.nan)), "seconds": time.perf_counter() - t0, "samples": len(xs) * config.batch_size})
+            if config.epoch_weights:
+                per_epoch.append(encode_vector(adapter.get_flat()))
         summary.update(final_b64=encode_vector(adapter.get_flat()), history=history)
+        if config.epoch_weights:
+            summary["epochs_b64"] = per_epoch
         summary["seconds"] = time.perf_counter() - t_start
         return summary
 
@@ -268,12 +276,17 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y
         timeout=config.request_timeout,
     )
     summary["connect_seconds"] = time.perf_counter() - t_built
+    stopped = False
     try:
         center, _clock = client.pull()
         adapter.set_flat(center)
         wstate = strategy.init_worker(center)
         pulled = center
+        committed_round = -1
         for xs, ys in windows(stream, window):
+            if should_stop(client.stop_signal, strategy.synchronous, committed_round):
+                stopped = True
+                break
             t0 = time.perf_counter()
             metrics = train_window(adapter, xs, ys, window)
             t1 = time.perf_counter()
@@ -293,8 +306,20 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y
                     "delta_norm": info["delta_norm"],
                 }
             )
+            if isinstance(info.get("round"), int):
+                committed_round = info["round"]
         client.bye()  # synchronous rounds stop waiting for this worker
     finally:
         client.close()
-    summary.update(history=history, seconds=time.perf_counter() - t_start)
+    summary.update(history=history, seconds=time.perf_counter() - t_start, stopped=stopped)
     return summary
+
+
+def should_stop(signal: dict[str, Any] | None, synchronous: bool, committed_round: int) -> bool:
+    """Whether the server's stop request (see distkeras.ps.service) ends this worker now:
+    asynchronous workers stop at once; synchronous ones once they have committed to the
+    stop round, so that every worker of the run leaves after the same round."""
+    if not signal or not signal.get("stop"):
+        return False
+    stop_round = signal.get("stop_round")
+    return not synchronous or stop_round is None or committed_round >= stop_round

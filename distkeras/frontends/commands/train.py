@@ -4,6 +4,7 @@ Examples::
 
     distkeras train                                   # bundled digits, default MLP, ADAG, local Spark
     distkeras train --strategy diloco --workers 4 --epochs 20
+    distkeras train --epochs 50 --early-stopping 3       # stop once the test loss stalls 3 epochs
     distkeras train --data s3://bucket/train.parquet --feature-cols a,b,c --label-col y
     distkeras strategies
 """
@@ -76,6 +77,14 @@ def register(subparsers) -> None:
         default=None,
         help="TLS on the parameter server's wire, with a certificate made for the run (default: on beyond loopback)",
     )
+    p.add_argument(
+        "--early-stopping",
+        type=int,
+        default=None,
+        metavar="PATIENCE",
+        help="stop when the test split's loss has not improved for PATIENCE epochs, and keep the best epoch's model "
+        "(keras EarlyStopping on val_loss with restore_best_weights)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="distkeras-out", help="output folder")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object (last line of stdout)")
@@ -116,6 +125,7 @@ def run_train(args) -> int:
         ps_host=args.ps_host,
         ps_bind=args.ps_bind,
         ps_tls=args.ps_tls,
+        early_stopping=args.early_stopping,
         params={k: _parse_value(v) for k, v in args.param},
         conf=dict(args.conf),
         progress=not args.quiet,
