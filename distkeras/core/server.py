@@ -277,33 +277,31 @@ class ParameterServerState:
         Raises :class:`Fenced` for an attempt older than the worker's current one (a zombie
         must not read as if it were live, nor move the live attempt's pull clock)."""
         with self._lock:
-            rec = self._record(worker)
-            self._fence(worker, rec, attempt, "pull")
-            rec.pull_clock = self.clock
-            if self.strategy.needs_center_at_pull:
-                rec.center_at_pull = self.state.center.copy()
-            self.stats_.pulls += 1
-            self.stats_.bytes_in += nbytes_in
-            self.stats_.bytes_out += self.state.center.nbytes
+            self._record_pull(worker, attempt, nbytes_in)
             if out is None:
                 out = self.state.center.copy()
             else:
                 np.copyto(out, self.state.center)
             return PullResult(out, self.clock, self.round)
 
+    def _record_pull(self, worker: int, attempt: int, nbytes_in: int) -> None:
+        """A pull's bookkeeping (the lock held): fencing, the pull clock staleness is measured
+        from, the center at pull where the strategy needs it, the counters."""
+        rec = self._record(worker)
+        self._fence(worker, rec, attempt, "pull")
+        rec.pull_clock = self.clock
+        if self.strategy.needs_center_at_pull:
+            rec.center_at_pull = self.state.center.copy()
+        self.stats_.pulls += 1
+        self.stats_.bytes_in += nbytes_in
+        self.stats_.bytes_out += self.state.center.nbytes
+
     def lease_center(self, worker: int, attempt: int = 0, nbytes_in: int = 0) -> CenterLease:
         """A pull without a copy: the current center, lent until the lease is released (the
         caller sends it from there). Counts as a pull of ``worker`` like :meth:`pull`."""
         with self._lock:
-            rec = self._record(worker)
-            self._fence(worker, rec, attempt, "pull")
-            rec.pull_clock = self.clock
-            if self.strategy.needs_center_at_pull:
-                rec.center_at_pull = self.state.center.copy()
-            self.stats_.pulls += 1
-            self.stats_.bytes_in += nbytes_in
+            self._record_pull(worker, attempt, nbytes_in)
             center = self.state.center
-            self.stats_.bytes_out += center.nbytes
             entry = self._leased.setdefault(id(center), [center, 0])
             entry[1] += 1
             return CenterLease(self, center, self.clock, self.round)

@@ -52,6 +52,16 @@ def spark_home() -> str:
     return os.path.dirname(os.path.abspath(pyspark.__file__))
 
 
+def spawn_logged(argv: list[str], env: dict[str, str], folder: str, name: str) -> subprocess.Popen:
+    """Start ``argv`` in ``folder`` in its own session (so its process group takes the executors
+    it launches too), stdout and stderr to ``folder/NAME.log``."""
+    log = open(os.path.join(folder, f"{name}.log"), "wb")
+    try:
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=folder, start_new_session=True)
+    finally:
+        log.close()
+
+
 class LocalStandaloneCluster:
     """Context manager: a standalone master and one worker with ``cores`` and ``memory``."""
 
@@ -98,19 +108,7 @@ class LocalStandaloneCluster:
         return env
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        log = open(os.path.join(self.tmpdir.name, f"{name}.log"), "wb")
-        try:
-            proc = subprocess.Popen(
-                [os.path.join(spark_home(), "bin", "spark-class"), *args],
-                env=self._env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.tmpdir.name,
-                start_new_session=True,  # own process group: the executors it launches too
-            )
-        finally:
-            log.close()
+        proc = spawn_logged([os.path.join(spark_home(), "bin", "spark-class"), *args], self._env(), self.tmpdir.name, name)
         self.procs[name] = proc
         return proc
 
@@ -447,20 +445,9 @@ class NamespaceCluster:
         return env
 
     def _spawn(self, name: str, ns: str, address: str, args: list[str]) -> subprocess.Popen:
-        log = open(os.path.join(self.tmpdir.name, f"{name}.log"), "wb")
-        try:
-            # `ip netns exec` execs its command (no fork) and spark-class execs java: the pid is the JVM's.
-            proc = subprocess.Popen(
-                [self._ip, "netns", "exec", ns, os.path.join(spark_home(), "bin", "spark-class"), *args],
-                env=self._spark_env(address),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.tmpdir.name,
-                start_new_session=True,  # own process group: the executors it launches too
-            )
-        finally:
-            log.close()
+        # `ip netns exec` execs its command (no fork) and spark-class execs java: the pid is the JVM's.
+        argv = [self._ip, "netns", "exec", ns, os.path.join(spark_home(), "bin", "spark-class"), *args]
+        proc = spawn_logged(argv, self._spark_env(address), self.tmpdir.name, name)
         self.procs[name] = proc
         self.spawned.append(proc.pid)
         return proc
