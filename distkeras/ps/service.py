@@ -360,6 +360,7 @@ class ParameterServerService:
             s["service"] = {
                 "address": f"{self.address[0]}:{self.address[1]}" if self.address else None,
                 "bound": f"{self.bound_address[0]}:{self.bound_address[1]}" if self.bound_address else None,
+                "tls": self.tls_fingerprint is not None,
                 "shard": self.shard,
                 "shards": self.shards,
                 "offset": self.offset,

@@ -70,6 +70,7 @@ class Context:
         return {
             "ps_advertised": [s.get("address") for s in services],
             "ps_bound": [s.get("bound") for s in services],
+            "ps_tls": [s.get("tls") for s in services],
             "model": model,
             "accuracy": self.accuracy(model),
             "workers": [{"worker": w["worker"], "pid": w["pid"], "netns": netns_of(w["pid"]), "rows": w["rows"]} for w in h.workers],

@@ -25,11 +25,13 @@ def assert_on_worker_hosts(ns_cluster, workers):
 
 def assert_ps_on_driver_host(ns_cluster, r, shards=1):
     """By default the parameter server advertises the driver's address as Spark knows it (the
-    driver host's, not loopback) and listens there."""
+    driver host's, not loopback), listens there, and speaks TLS."""
     assert len(r["ps_advertised"]) == shards, r
     for advertised, bound in zip(r["ps_advertised"], r["ps_bound"]):
         assert advertised.rsplit(":", 1)[0] == ns_cluster.driver_address, r
         assert bound.rsplit(":", 1)[0] == ns_cluster.driver_address, r
+    # beyond loopback the wire is TLS by default (the workers pinned the run's certificate)
+    assert r["ps_tls"] == [True] * shards, r
 
 
 def test_adag_across_hosts(ns_cluster, scenario):
