@@ -19,7 +19,8 @@ def _train(spark, digits, name, *, callbacks=None, validation=True, **overrides)
     train_df, test_df, _ = digits
     kwargs = trainer_kwargs(spark=spark, num_workers=2, num_epoch=5)
     kwargs.update(overrides)
-    trainer = getattr(trainers, name)(make_mlp(), **kwargs)
+    # generic options (num_workers, window) as the Estimator and the CLI pass them
+    trainer = trainers.make_trainer(getattr(trainers, name).strategy_name, make_mlp(), **kwargs)
     model = trainer.train(train_df, validation=test_df if validation else None, callbacks=callbacks)
     return trainer, model
 
