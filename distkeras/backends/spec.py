@@ -183,6 +183,9 @@ def model_signature(model) -> dict | None:
         return [None if d is None else int(d) for d in tuple(t.shape)[1:]]
 
     ins, in_struct = _struct_entries(getattr(model, "_inputs_struct", None), inputs, None)
+    first = (getattr(model, "_layers", None) or [None])[0]
+    if len(ins) == 1 and type(first).__name__ == "InputLayer":  # a Sequential: its Input's name
+        ins = [(first.name, ins[0][1])]
     try:
         out_names = list(model.output_names)
     except AttributeError:  # Sequential

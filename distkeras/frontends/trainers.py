@@ -24,6 +24,11 @@ the parameter server's wire with a certificate made for the run and pinned by th
 shuffling the data into balanced shards at every ``train``. ``round_timeout=`` (synchronous
 strategies, default 600 s): how long a worker waits for the others to commit to a round
 before the run fails naming the worker(s) that did not (None: wait forever).
+
+Several inputs and outputs: ``features_col``/``label_col`` take a list of columns (in the model's
+input/output order) or a dict from input/output name to column. ``sample_weight_col=`` (a numeric
+column) and ``class_weight=`` (``{class: weight}``) weight the samples as in ``model.fit`` (both:
+their product); validation metrics stay unweighted.
 """
 
 from __future__ import annotations
@@ -65,14 +70,19 @@ class Trainer:
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
         spark=None,
+        sample_weight_col: str | None = None,
+        class_weight: dict | None = None,
         **strategy_params: Any,
     ):
         from distkeras.backends import ModelSpec, select_backend
+        from distkeras.backends.spec import model_signature
 
         select_backend(backend)
         self.spec = ModelSpec.from_model(keras_model, worker_optimizer, loss, list(metrics) if metrics else None)
         self.keras_model = keras_model
-        self.input_shape = tuple(int(d) for d in keras_model.inputs[0].shape[1:]) if getattr(keras_model, "inputs", None) else None
+        self.signature = model_signature(keras_model)
+        first_input = self.signature["inputs"][0]["shape"] if self.signature else None
+        self.input_shape = tuple(first_input) if first_input and None not in first_input else None
         self.strategy = get_strategy(self.strategy_name, **strategy_params)
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
@@ -88,6 +98,8 @@ class Trainer:
         self.num_epoch = int(num_epoch)
         self.features_col = features_col
         self.label_col = label_col
+        self.sample_weight_col = sample_weight_col
+        self.class_weight = dict(class_weight) if class_weight else None
         self.backend = backend
         self.codec = codec
         self.shards = int(shards)
@@ -121,6 +133,7 @@ class Trainer:
             seed=self.seed,
             progress=self.progress,
             input_shape=self.input_shape,
+            signature=self.signature,
             repartition=self.repartition,
             ps_host=self.ps_host,
             ps_bind=self.ps_bind,
@@ -141,7 +154,7 @@ class Trainer:
         if validation is not None:
             from distkeras.spark.inference import collect_numpy
 
-            xv, yv = collect_numpy(validation, self.features_col, self.label_col, self.input_shape)
+            xv, yv = collect_numpy(validation, self.features_col, self.label_col, self.input_shape, signature=self.signature)
             evaluator = KerasAdapter.from_spec(self.spec)
 
             def evaluate_center(center: np.ndarray) -> dict:
@@ -157,6 +170,8 @@ class Trainer:
             label_col=self.label_col,
             spark=self.spark,
             evaluate_center=evaluate_center,
+            sample_weight_col=self.sample_weight_col,
+            class_weight=self.class_weight,
         )
         self.history = result.history
         self.members = result.members

@@ -60,6 +60,9 @@ class RunOptions:
     seed: int = 0
     progress: bool = True
     input_shape: tuple[int, ...] | None = None
+    # The model's inputs and outputs (names, shapes; distkeras.backends.spec.model_signature), to
+    # match several feature/label columns to them. None: one input, one output.
+    signature: dict | None = None
     # False: the DataFrame's partitions are the workers' shards as they are (exactly num_workers
     # of them, e.g. a DataFrame cached after repartition(num_workers)), which saves shuffling
     # the whole data set at every run; True: round-robin repartition (balanced, mixed shards).
@@ -179,8 +182,24 @@ def _stop_service(service, failure: BaseException | None, center: np.ndarray | N
         raise
 
 
-def run_training(spec, df, strategy: Strategy, options: RunOptions, *, features_col: str, label_col: str, spark=None, evaluate_center: Callable[[np.ndarray], dict] | None = None) -> TrainingResult:
-    """Train ``spec`` (a backends.ModelSpec carrying its initial weights) on ``df`` under ``strategy``."""
+def run_training(
+    spec,
+    df,
+    strategy: Strategy,
+    options: RunOptions,
+    *,
+    features_col,
+    label_col,
+    spark=None,
+    evaluate_center: Callable[[np.ndarray], dict] | None = None,
+    sample_weight_col: str | None = None,
+    class_weight: dict | None = None,
+) -> TrainingResult:
+    """Train ``spec`` (a backends.ModelSpec carrying its initial weights) on ``df`` under ``strategy``.
+
+    ``features_col``/``label_col``: a column, or for several inputs/outputs a list (model order)
+    or dict (input/output name -> column), matched through ``options.signature``;
+    ``sample_weight_col`` and ``class_weight`` weight the samples as in ``model.fit``."""
     from . import feed, tasks
     from .security import warn_if_cluster_unprotected
     from .session import get_or_create_session
@@ -194,7 +213,15 @@ def run_training(spec, df, strategy: Strategy, options: RunOptions, *, features_
     from .diagnose import explained
 
     with explained(spark):  # the feed's probe is the run's first job on the executors
-        prepared, feed_spec = feed.prepare(df, features_col, label_col, input_shape=options.input_shape)
+        prepared, feed_spec = feed.prepare(
+            df,
+            features_col,
+            label_col,
+            input_shape=options.input_shape,
+            signature=options.signature,
+            sample_weight_col=sample_weight_col,
+            class_weight=class_weight,
+        )
     initial = np.asarray(spec.weights, dtype=np.float32)
     history = History(strategy=strategy.name, params=strategy.params())
     config = WorkerConfig(
@@ -258,8 +285,8 @@ def run_training(spec, df, strategy: Strategy, options: RunOptions, *, features_
         history.timings["setup_seconds"] = time.perf_counter() - t0
         cfg = config.to_dict()
 
-        def worker_fn(worker: int, attempt: int, x: np.ndarray, y: np.ndarray) -> dict:
-            return run_worker(WorkerConfig(**cfg), worker, attempt, x, y)
+        def worker_fn(worker: int, attempt: int, x, y, sample_weight: np.ndarray | None = None) -> dict:
+            return run_worker(WorkerConfig(**cfg), worker, attempt, x, y, sample_weight)
 
         t1 = time.perf_counter()
         history.timings["job_submitted_at"] = time.time()
