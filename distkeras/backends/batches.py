@@ -114,8 +114,9 @@ def stack_structures(batches: Sequence) -> Any:
 def stack_batches(batches: Sequence[np.ndarray] | np.ndarray) -> np.ndarray | None:
     """One ``(n_batches, batch_size, ...)`` array from equal-shape array batches, else None.
 
-    Returns None when the batches are not plain arrays of one shape and dtype (for
-    instance dicts for multi-input models, or a shorter last batch).
+    Batches that are lists or dicts of arrays (a model with several inputs or outputs) give
+    the same structure of stacked arrays (:func:`stack_structures`). Returns None when the
+    batches are not arrays of one shape and dtype (for instance a shorter last batch).
     """
     if isinstance(batches, np.ndarray):
         return batches if batches.ndim >= 2 else None
