@@ -42,3 +42,24 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
+
+
+_BLOCKER = """
+import sys
+
+class _Blocked:
+    names = {names!r}
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (made unimportable for this test)", name=name)
+        return None
+
+sys.meta_path.insert(0, _Blocked())
+"""
+
+
+def python_without(modules: set[str] | frozenset[str], code: str) -> list[str]:
+    """argv of a fresh interpreter that runs ``code`` with ``modules`` unimportable (as if not
+    installed: importing one raises ModuleNotFoundError); arguments after it land in sys.argv[1:]."""
+    return [sys.executable, "-c", _BLOCKER.format(names=sorted(modules)) + code]

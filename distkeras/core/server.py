@@ -14,6 +14,22 @@ cannot release the live one from a synchronous round), so a retried task never r
 its dead predecessor. Every fenced request is counted, by operation. ``seq``
 increases by one per commit of an attempt; a commit whose seq is not above the last one
 seen for that (worker, attempt) is a replay and is acknowledged without being applied.
+
+Centers are lent without a copy: :meth:`ParameterServerState.lease_center` hands out the
+current center (a service sends it straight from there). While a lease is held, a commit
+does not write that center: it writes the new one into a spare buffer
+(``Strategy.apply_into``) and publishes it; the old buffer becomes a spare once its leases
+are released. A center nobody holds is updated in place (``Strategy.apply_inplace``).
+
+Per-epoch snapshots: with ``epoch_samples``, the server keeps a copy of the center (with its
+epoch number, the samples applied so far and the clock) each time the applied samples cross
+a multiple of ``epoch_samples``; :meth:`take_epoch_snapshots` hands them over and forgets them
+(one copy per epoch, held only until the driver takes it). Asynchronous strategies count a
+commit's samples when it is applied, synchronous ones when its round closes.
+
+Stopping: :meth:`request_stop` asks the workers to stop at their next exchange; asynchronous
+workers stop at once, synchronous ones all after the same round (``stop_round``: the round
+open when the stop was asked), so that no round waits for a worker that left early.
 """
 
 from __future__ import annotations
@@ -70,6 +86,39 @@ class PullResult(NamedTuple):
     round: int
 
 
+class CenterLease:
+    """A published center, lent without a copy: ``center`` (read-only) does not change until
+    :meth:`release` (or the end of a ``with`` block). Release it promptly: its buffer is not
+    reused while it is held."""
+
+    __slots__ = ("center", "clock", "round", "_server", "_buffer", "_released")
+
+    def __init__(self, server: "ParameterServerState", center: np.ndarray, clock: int, round_: int):
+        self._server, self._buffer = server, center
+        self.center = center.view()
+        self.center.flags.writeable = False
+        self.clock, self.round = clock, round_
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._server._release(self._buffer)
+
+    def __enter__(self) -> "CenterLease":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+class EpochSnapshot(NamedTuple):
+    epoch: int  # 1-based: the center once ``epoch`` epochs' worth of samples were applied
+    samples: int  # the samples applied when the copy was taken (>= epoch * epoch_samples)
+    clock: int
+    center: np.ndarray  # a copy the taker owns
+
+
 @dataclass
 class WorkerRecord:
     attempt: int = 0
@@ -104,7 +153,16 @@ class ParameterServerState:
     strategies accept any worker id in ``range(num_workers)``.
     """
 
-    def __init__(self, strategy: Strategy, center: np.ndarray, num_workers: int = 1, *, clock: int = 0, server_state: Any = None):
+    def __init__(
+        self,
+        strategy: Strategy,
+        center: np.ndarray,
+        num_workers: int = 1,
+        *,
+        clock: int = 0,
+        server_state: Any = None,
+        epoch_samples: int | None = None,
+    ):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         center = np.asarray(center)
@@ -119,9 +177,19 @@ class ParameterServerState:
         self.workers = {w: WorkerRecord() for w in range(self.num_workers)}
         self.stats_ = ServerStats()
         self._round_buffer: dict[int, Commit] = {}
+        self._spares: list[np.ndarray] = []  # center buffers nobody reads: the next commit writes one
+        self._leased: dict[int, list[Any]] = {}  # id(buffer) -> [buffer, number of leases]
         self._lock = threading.Lock()
         self._round_done = threading.Condition(self._lock)
         self.started = time.monotonic()
+        if epoch_samples is not None and int(epoch_samples) < 1:
+            raise ValueError(f"epoch_samples must be >= 1, got {epoch_samples}")
+        self.epoch_samples = int(epoch_samples) if epoch_samples is not None else None
+        self.applied_samples = 0  # samples of applied commits (of closed rounds, synchronous)
+        self._next_epoch = 1
+        self._epoch_snapshots: list[EpochSnapshot] = []
+        self.stop_requested = False
+        self.stop_round: int | None = None  # synchronous: the last round before the workers stop
 
     # -- helpers ------------------------------------------------------------------
     @property
@@ -152,6 +220,34 @@ class ParameterServerState:
         if attempt > rec.attempt:
             raise ValueError(f"worker {worker} attempt {attempt} has not registered (the current attempt is {rec.attempt}); register() first")
 
+    def _apply(self, commits: list[Commit]) -> None:
+        """Apply commits (the lock held). A center nobody holds a lease on is updated in place
+        (the fewest bytes moved); a leased one is left alone: the new center goes into a spare
+        buffer and replaces it, and the old one becomes a spare once its leases are released."""
+        old = self.state.center
+        if id(old) not in self._leased:
+            self.state = self.strategy.apply_inplace(self.state, commits)
+            return
+        spare = self._spares.pop() if self._spares else np.empty_like(old)
+        try:
+            self.state = self.strategy.apply_into(self.state, commits, spare)
+        except BaseException:
+            self._spares.append(spare)
+            raise
+        if self.state.center is not spare:  # a rule that ignored ``out``: keep its array
+            self._spares.append(spare)
+        if old is not self.state.center and id(old) not in self._leased:
+            self._spares.append(old)
+
+    def _release(self, buffer: np.ndarray) -> None:
+        with self._lock:
+            entry = self._leased[id(buffer)]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._leased[id(buffer)]
+                if buffer is not self.state.center:
+                    self._spares.append(buffer)
+
     def _expected(self) -> int:
         return sum(1 for r in self.workers.values() if r.active)
 
@@ -181,19 +277,34 @@ class ParameterServerState:
         Raises :class:`Fenced` for an attempt older than the worker's current one (a zombie
         must not read as if it were live, nor move the live attempt's pull clock)."""
         with self._lock:
-            rec = self._record(worker)
-            self._fence(worker, rec, attempt, "pull")
-            rec.pull_clock = self.clock
-            if self.strategy.needs_center_at_pull:
-                rec.center_at_pull = self.state.center.copy()
-            self.stats_.pulls += 1
-            self.stats_.bytes_in += nbytes_in
-            self.stats_.bytes_out += self.state.center.nbytes
+            self._record_pull(worker, attempt, nbytes_in)
             if out is None:
                 out = self.state.center.copy()
             else:
                 np.copyto(out, self.state.center)
             return PullResult(out, self.clock, self.round)
+
+    def _record_pull(self, worker: int, attempt: int, nbytes_in: int) -> None:
+        """A pull's bookkeeping (the lock held): fencing, the pull clock staleness is measured
+        from, the center at pull where the strategy needs it, the counters."""
+        rec = self._record(worker)
+        self._fence(worker, rec, attempt, "pull")
+        rec.pull_clock = self.clock
+        if self.strategy.needs_center_at_pull:
+            rec.center_at_pull = self.state.center.copy()
+        self.stats_.pulls += 1
+        self.stats_.bytes_in += nbytes_in
+        self.stats_.bytes_out += self.state.center.nbytes
+
+    def lease_center(self, worker: int, attempt: int = 0, nbytes_in: int = 0) -> CenterLease:
+        """A pull without a copy: the current center, lent until the lease is released (the
+        caller sends it from there). Counts as a pull of ``worker`` like :meth:`pull`."""
+        with self._lock:
+            self._record_pull(worker, attempt, nbytes_in)
+            center = self.state.center
+            entry = self._leased.setdefault(id(center), [center, 0])
+            entry[1] += 1
+            return CenterLease(self, center, self.clock, self.round)
 
     def commit(self, worker: int, attempt: int, seq: int, payload: np.ndarray, samples: int = 1, nbytes_in: int = 0) -> CommitResult:
         """Offer one decoded commit. Never raises for bad data: the result says what happened.
@@ -244,9 +355,10 @@ class ParameterServerState:
             rec.last_staleness = staleness
             self.stats_.samples += int(samples)
             if not self.strategy.synchronous:
-                self.state = self.strategy.apply_inplace(self.state, [c])
+                self._apply([c])
                 self.clock += 1
                 self.stats_.commits_applied += 1
+                self._applied(int(samples))
                 return CommitResult(APPLIED, self.clock, self.round, "", staleness)
             self._round_buffer[worker] = c
             this_round = self.round
@@ -259,13 +371,47 @@ class ParameterServerState:
         that left after committing to this round are part of it (nothing is lost)."""
         if self._round_buffer and all(w in self._round_buffer for w, r in self.workers.items() if r.active):
             commits = [self._round_buffer[w] for w in sorted(self._round_buffer)]
-            self.state = self.strategy.apply_inplace(self.state, commits)
+            self._apply(commits)
             self.stats_.commits_applied += len(commits)
             self._round_buffer.clear()
             self.clock += 1
             self.round += 1
             self.stats_.rounds += 1
+            self._applied(sum(int(c.samples) for c in commits))
             self._round_done.notify_all()
+
+    def _applied(self, samples: int) -> None:
+        """Count applied samples; snapshot the center at each epoch boundary crossed (lock held)."""
+        self.applied_samples += samples
+        if self.epoch_samples is None:
+            return
+        copy = None
+        while self.applied_samples >= self._next_epoch * self.epoch_samples:
+            if copy is None:
+                copy = self.state.center.copy()
+            self._epoch_snapshots.append(EpochSnapshot(self._next_epoch, self.applied_samples, self.clock, copy))
+            self._next_epoch += 1
+
+    def take_epoch_snapshots(self) -> list[EpochSnapshot]:
+        """The per-epoch snapshots taken since the last call, oldest first (the server forgets them)."""
+        with self._lock:
+            out, self._epoch_snapshots = self._epoch_snapshots, []
+            return out
+
+    def request_stop(self) -> None:
+        """Ask the workers to stop at their next exchange (idempotent). Synchronous strategies
+        stop after the round that is open now, every worker at the same one."""
+        with self._lock:
+            if not self.stop_requested:
+                self.stop_requested = True
+                self.stop_round = self.round if self.strategy.synchronous else None
+
+    def stop_signal(self) -> dict[str, Any] | None:
+        """None, or what a reply tells the workers: ``{"stop": True[, "stop_round": R]}``."""
+        with self._lock:
+            if not self.stop_requested:
+                return None
+            return {"stop": True} if self.stop_round is None else {"stop": True, "stop_round": self.stop_round}
 
     def round_status(self, round_: int) -> dict[str, list[tuple[int, int]]] | None:
         """Who round ``round_`` is waiting for: ``{"missing": [(worker, attempt), ...],
@@ -317,6 +463,8 @@ class ParameterServerState:
                 "rejected_total": sum(s.rejected.values()),
                 "fenced": dict(s.fenced),
                 "samples": s.samples,
+                "applied_samples": self.applied_samples,
+                "stop_requested": self.stop_requested,
                 "pulls": s.pulls,
                 "bytes_in": s.bytes_in,
                 "bytes_out": s.bytes_out,
@@ -352,8 +500,10 @@ class ParameterServerState:
             }
 
     @classmethod
-    def from_snapshot(cls, strategy: Strategy, snap: dict[str, Any], num_workers: int | None = None) -> "ParameterServerState":
-        """Rebuild a server from :meth:`snapshot`'s output (strategy must match)."""
+    def from_snapshot(cls, strategy: Strategy, snap: dict[str, Any], num_workers: int | None = None, workers: bool = True) -> "ParameterServerState":
+        """Rebuild a server from :meth:`snapshot`'s output (strategy must match). ``workers``:
+        also the workers' attempts and commit sequence numbers (a restarted server whose workers
+        reconnect and resend); False for a new run that starts from the snapshot's center."""
         if snap["strategy"] != strategy.name:
             raise ValueError(f"snapshot is of strategy {snap['strategy']!r}, not {strategy.name!r}")
         template = strategy.init_server(np.asarray(snap["state"]["center"], dtype=np.float32))
@@ -361,6 +511,8 @@ class ParameterServerState:
         n = num_workers if num_workers is not None else len(snap.get("attempts", {})) or 1
         server = cls(strategy, state.center, n, clock=int(snap["clock"]), server_state=state)
         server.round = int(snap.get("round", 0))
+        if not workers:
+            return server
         for w, a in snap.get("attempts", {}).items():
             if int(w) in server.workers:
                 server.workers[int(w)].attempt = int(a)

@@ -8,6 +8,7 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 
 from distkeras import __version__
 
@@ -20,7 +21,29 @@ COMMAND_MODULES = [
 ]
 
 
+class CommandImportError(RuntimeError):
+    """A command module of ``COMMAND_MODULES`` is missing or fails to import (a broken
+    installation or checkout): the CLI refuses to start rather than run without the command."""
+
+
+def load_command(name: str):
+    """Import one command module; CommandImportError naming it and its import error if that fails."""
+    try:
+        module = importlib.import_module(name)
+    except Exception as exc:  # ImportError, or any error a module raises while it is imported
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        raise CommandImportError(
+            f"distkeras: the command module {name} cannot be imported: {type(exc).__name__}: {exc} "
+            f"(at {where.filename}:{where.lineno}); this installation or checkout is broken"
+        ) from exc
+    if not callable(getattr(module, "register", None)):
+        raise CommandImportError(f"distkeras: the command module {name} has no register(subparsers) function")
+    return module
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``distkeras`` parser with every command of ``COMMAND_MODULES``; raises
+    CommandImportError when one of them cannot be imported (no command is silently left out)."""
     parser = argparse.ArgumentParser(
         prog="distkeras",
         description="Data-parallel training of Keras 3 models on Apache Spark.",
@@ -28,20 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"distkeras {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            # A command whose module is not on this branch/installation yet is left out;
-            # an import error *inside* an existing command module still propagates.
-            if exc.name == name:
-                continue
-            raise
-        module.register(sub)
+        load_command(name).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except CommandImportError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

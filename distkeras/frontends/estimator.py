@@ -28,12 +28,20 @@ Persistence is plain data, never pickle: the params as Spark ML JSON metadata
 file (:mod:`distkeras.frontends.model_io`; read back in Keras safe mode) or, for the estimator,
 its model as a :class:`~distkeras.backends.ModelSpec` JSON file plus a ``.npy`` weights vector.
 The stage folder is resolved by Hadoop like the metadata (so a relative path or ``hdfs://``
-lands in the same place) and written through fsspec.
+lands in the same place) and written through :mod:`distkeras.storage` (atomically, any fsspec URL).
 
 ``optimizer``, ``loss`` and ``metrics`` are strings: a Keras name (``"adam"``) or the JSON of a
 Keras-serialized object; Keras objects and dicts given to the constructor or setters are
 serialized for you. ``strategyParams`` is a JSON object of the strategy's hyperparameters
 (``{"window": 12}``; ``communication_window`` is accepted as an alias of ``window``).
+
+``callbacks``: Keras callbacks run on the driver during ``fit`` (see
+:mod:`distkeras.frontends.callbacks`), kept as plain data: a JSON list of
+``{"class_name": ..., "config": {...}}`` naming built-in ``keras.callbacks`` classes; callback
+objects given to the constructor or ``setParams`` are turned into that (their constructor
+arguments), never pickled. ``validationFraction`` > 0 holds out that share of the rows
+(``randomSplit`` with ``seed``) for the per-epoch ``val_*`` metrics that callbacks such as
+``EarlyStopping(monitor="val_loss")`` watch and for the fitted model's ``history.epochs``.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasFeaturesCol, HasLabelCol, HasPredictionCol
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 
+from distkeras import storage
 from distkeras.frontends.model_io import ModelIOError, load_model, normalize_url, save_model
 
 MODEL_FILE = "model.keras"
@@ -125,6 +134,12 @@ def _to_strategy_params(value: Any) -> str:
     return json.dumps(data, sort_keys=True, allow_nan=False)
 
 
+def _to_callbacks(value: Any) -> str:
+    from distkeras.frontends.callbacks import callbacks_to_json
+
+    return callbacks_to_json(value)
+
+
 def _decode(text: str) -> Any:
     """A Keras name stays a string; JSON text becomes its value."""
     text = text.strip()
@@ -195,6 +210,18 @@ class _KerasEstimatorParams(_KerasModelParams):
         "TLS on the parameter server's wire: 'on', 'off' or 'auto' (on beyond loopback)",
         typeConverter=TypeConverters.toString,
     )
+    callbacks = Param(
+        Params._dummy(),
+        "callbacks",
+        "Keras callbacks run on the driver: a JSON list of {class_name, config} of built-in keras.callbacks",
+        typeConverter=_to_callbacks,
+    )
+    validationFraction = Param(
+        Params._dummy(),
+        "validationFraction",
+        "share of the rows held out for per-epoch validation metrics (val_*) in [0, 1)",
+        typeConverter=TypeConverters.toFloat,
+    )
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -215,7 +242,21 @@ class _KerasEstimatorParams(_KerasModelParams):
             psHost="",
             psBind="",
             psTls="auto",
+            callbacks="[]",
+            validationFraction=0.0,
         )
+
+    def getCallbacks(self) -> list:
+        """New ``keras.callbacks`` objects built from the param (a fresh set for every fit)."""
+        from distkeras.frontends.callbacks import callbacks_from_json
+
+        return callbacks_from_json(self.getOrDefault(self.callbacks))
+
+    def getValidationFraction(self) -> float:
+        value = self.getOrDefault(self.validationFraction)
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"validationFraction must be in [0, 1), got {value}")
+        return value
 
     def getStrategy(self) -> str:
         return self.getOrDefault(self.strategy)
@@ -288,33 +329,12 @@ def _join(base: str, name: str) -> str:
     return os.path.join(base, name) if "://" not in base else base.rstrip("/") + "/" + name
 
 
-def _open(url: str, mode: str):
-    """A local path (parent folders made for writing) or any other fsspec URL, opened in ``mode``."""
-    if "://" not in url:
-        if "w" in mode:
-            os.makedirs(os.path.dirname(url), exist_ok=True)
-        return open(url, mode)
-    import fsspec
-
-    return fsspec.open(url, mode)
-
-
 def _write_bytes(url: str, data: bytes) -> None:
-    try:
-        with _open(url, "wb") as fh:
-            fh.write(data)
-    except Exception as exc:
-        raise ModelIOError(f"cannot write {url!r}: {type(exc).__name__}: {exc}") from exc
+    storage.write_bytes_atomic(url, data, what="stage file", error=ModelIOError)
 
 
 def _read_bytes(url: str) -> bytes:
-    try:
-        with _open(url, "rb") as fh:
-            return fh.read()
-    except FileNotFoundError as exc:
-        raise ModelIOError(f"cannot read {url!r}: no such file") from exc
-    except Exception as exc:
-        raise ModelIOError(f"cannot read {url!r}: {type(exc).__name__}: {exc}") from exc
+    return storage.read_bytes(url, what="stage file", error=ModelIOError)
 
 
 def _check_class(metadata: dict, cls: type, path: str) -> None:
@@ -384,6 +404,8 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
         psHost: str = "",
         psBind: str = "",
         psTls: str = "auto",
+        callbacks: Any = "[]",
+        validationFraction: float = 0.0,
     ):
         super().__init__()
         self._spec_json: str | None = None
@@ -440,18 +462,17 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
         return ModelSpec.from_json(self._spec_json, self._weights)
 
     def _trainer(self, spark):
-        from distkeras.frontends.trainers import TRAINERS
+        from distkeras.frontends.trainers import TRAINERS, make_trainer
 
         name = self.getStrategy().strip().lower()
         if name not in TRAINERS:
             raise ValueError(f"unknown strategy {self.getStrategy()!r}; choose one of {sorted(TRAINERS)}")
-        strategy_params = self.getStrategyParams()
-        if "communication_window" in strategy_params:
-            strategy_params["window"] = strategy_params.pop("communication_window")
+        strategy_params = self.getStrategyParams()  # window or communication_window: make_trainer takes both
         from distkeras.backends import select_backend
 
         select_backend(self._backend())  # the driver's Keras, before the model is rebuilt
-        return TRAINERS[name](
+        return make_trainer(
+            name,
             self.getModel(),
             worker_optimizer=self.getOptimizer(),
             loss=self.getLoss(),
@@ -476,7 +497,11 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
 
     def _fit(self, dataset) -> "KerasModel":
         trainer = self._trainer(dataset.sparkSession)
-        trained = trainer.train(dataset)
+        fraction = self.getValidationFraction()
+        validation = None
+        if fraction > 0:
+            dataset, validation = dataset.randomSplit([1.0 - fraction, fraction], seed=self.getSeed())
+        trained = trainer.train(dataset, validation=validation, callbacks=self.getCallbacks() or None)
         model = KerasModel(model=trained)
         self._copyValues(model)
         model.history = trainer.history

@@ -48,9 +48,11 @@ class JobConfig:
     seed: int = 0
     shards: int = 1
     checkpoint: str | None = None
+    resume: str | None = None
     ps_host: str | None = None
     ps_bind: str | None = None
     ps_tls: bool | None = None
+    early_stopping: int | None = None  # patience (epochs) on the test split's loss; None: off
     params: dict[str, Any] = field(default_factory=dict)
     conf: dict[str, str] = field(default_factory=dict)
     progress: bool = True
@@ -173,6 +175,8 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     get_codec(config.codec)
     if not (0.0 < config.test_fraction < 1.0):
         raise JobError(f"--test-fraction must be in (0, 1), got {config.test_fraction}")
+    if config.early_stopping is not None and config.early_stopping < 0:
+        raise JobError(f"--early-stopping must be a patience >= 0 (epochs), got {config.early_stopping}")
     if config.model and not config.model.endswith(".keras"):
         raise JobError(f"--model must be a .keras file, got {config.model!r}")
     backend = select_backend(config.backend or os.environ.get("KERAS_BACKEND") or "jax")
@@ -207,10 +211,10 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     else:
         model = default_model(_shape_of(train_df, config.features_col), _num_classes(train_df, config.label_col))
 
-    from distkeras.frontends.trainers import TRAINERS
+    from distkeras.frontends.trainers import make_trainer
 
-    trainer_cls = TRAINERS[strategy.name]
-    trainer = trainer_cls(
+    trainer = make_trainer(
+        strategy.name,
         model,
         worker_optimizer=make_optimizer(config.optimizer, config.learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -224,6 +228,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         codec=config.codec,
         shards=config.shards,
         checkpoint=config.checkpoint,
+        resume=config.resume,
         ps_host=config.ps_host,
         ps_bind=config.ps_bind,
         ps_tls=config.ps_tls,
@@ -232,11 +237,21 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         spark=spark,
         **params,
     )
+    callbacks = []
+    if config.early_stopping is not None:
+        from distkeras.backends.select import import_keras
+
+        keras = import_keras()
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping, restore_best_weights=True))
     t1 = time.perf_counter()
-    trained = trainer.train(train_df, validation=test_df)
+    trained = trainer.train(train_df, validation=test_df, callbacks=callbacks or None)
     train_seconds = time.perf_counter() - t1
     history = trainer.history
     final = history.epochs[-1] if history.epochs else {}
+    if callbacks and history.epochs:
+        # the returned model holds the best epoch's center (restore_best_weights): report its metrics
+        final = min(history.epochs, key=lambda e: e.get("loss", float("inf")))
+    stopped_after = history.timings.get("stopped_after_epoch")
 
     model_path = save_model(trained, str(out / "model.keras"))
     history_path = history.save(out / "history.json")
@@ -249,6 +264,8 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         "backend": backend,
         "codec": config.codec,
         "epochs": config.epochs,
+        "epochs_trained": int(stopped_after) if stopped_after is not None else config.epochs,
+        "best_epoch": int(final["epoch"]) if "epoch" in final else None,
         "batch_size": config.batch_size,
         "data": data_name,
         "test_accuracy": float(final.get("accuracy", float("nan"))),
@@ -272,7 +289,7 @@ def format_metrics(result: dict[str, Any]) -> str:
         ("workers", result["workers"]),
         ("backend", result["backend"]),
         ("data", result["data"]),
-        ("epochs", result["epochs"]),
+        ("epochs", result["epochs"] if result.get("epochs_trained", result["epochs"]) == result["epochs"] else f"{result['epochs_trained']} of {result['epochs']} (early stopping; best epoch {result.get('best_epoch')})"),
         ("test accuracy", f"{result['test_accuracy']:.4f}"),
         ("test loss", f"{result['test_loss']:.4f}"),
         ("commits", result["commits"]),

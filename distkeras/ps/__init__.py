@@ -1,8 +1,8 @@
 """The parameter-server service, its clients and checkpoints: the public names in one place.
 
-Standalone: imports only ``distkeras.core``, NumPy, msgpack, fsspec and the standard
-library (no pyspark; ``cryptography`` when a server makes its TLS certificate), so a server
-or a worker can run anywhere::
+Standalone: imports only ``distkeras.core``, ``distkeras.storage`` (fsspec, for checkpoints),
+NumPy, msgpack and the standard library (no pyspark; ``cryptography`` when a server makes its
+TLS certificate), so a server or a worker can run anywhere::
 
     from distkeras.ps import serve, connect
     server = serve("adag", np.zeros(n, np.float32), num_workers=4, secret=secret, shards=2)

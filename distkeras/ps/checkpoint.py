@@ -6,28 +6,28 @@ array with the clock, round, strategy name and parameters, worker attempts and c
 sequence numbers (for dedup after a resume) and the shard's place in the whole vector.
 Files are read back with ``np.load(allow_pickle=False)``.
 
-Writes are atomic: on a local filesystem a temporary file in the same folder is written,
-fsync'ed and renamed over the old one (and the folder fsync'ed); on other fsspec
-filesystems (S3, HDFS, memory, ...) the file is written to a temporary key and moved.
-A reader sees the old checkpoint or the new one, never a torn file.
+Files are written and read through :mod:`distkeras.storage`: atomically (a reader sees the
+old checkpoint or the new one, never a torn file) and with errors that name the file.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import secrets
 import time
 from typing import Any
 
 import numpy as np
 
+from distkeras import storage
+
 FORMAT = "distkeras-ps-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be written, found or understood."""
+class CheckpointError(storage.StorageError, RuntimeError):
+    """A checkpoint that cannot be written, found or understood (a RuntimeError, and a
+    :class:`distkeras.storage.StorageError` with the URL and cause when storage failed)."""
 
 
 def shard_path(url: str, shard: int = 0) -> str:
@@ -35,23 +35,9 @@ def shard_path(url: str, shard: int = 0) -> str:
     return f"{str(url).rstrip('/')}/shard-{int(shard):02d}.npz"
 
 
-def _fs(url: str) -> tuple[Any, str, bool]:
-    """(filesystem, path, is_local); fsspec is imported here, so that workers that only
-    run a client do not need it."""
-    try:
-        import fsspec
-        from fsspec.implementations.local import LocalFileSystem
-
-        fs, path = fsspec.core.url_to_fs(url)
-    except Exception as exc:  # fsspec missing, unknown protocol, missing optional package, ...
-        raise CheckpointError(f"cannot open checkpoint location {url!r}: {type(exc).__name__}: {exc}") from exc
-    return fs, path, isinstance(fs, LocalFileSystem)
-
-
 def write_checkpoint(url: str, snapshot: dict[str, Any], shard_info: dict[str, Any] | None = None, shard: int = 0) -> str:
     """Write ``ParameterServerState.snapshot()`` (plus ``shard_info``) atomically; returns the file URL."""
     target = shard_path(url, shard)
-    fs, path, local = _fs(target)
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -68,42 +54,8 @@ def write_checkpoint(url: str, snapshot: dict[str, Any], shard_info: dict[str, A
     }
     arrays = {f"state.{k}": np.ascontiguousarray(v, dtype=np.float32) for k, v in snapshot["state"].items()}
     arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
-    folder = path.rsplit("/", 1)[0] if "/" in path else ""
-    tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        if local:
-            if folder:
-                os.makedirs(folder, exist_ok=True)
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            if folder:
-                fd = os.open(folder, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        else:
-            if folder:
-                try:
-                    fs.makedirs(folder, exist_ok=True)
-                except Exception:  # object stores have no folders
-                    pass
-            with fs.open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-            fs.mv(tmp, path)
-    except Exception as exc:
-        try:
-            if local:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-            elif fs.exists(tmp):
-                fs.rm(tmp)
-        except Exception:
-            pass
-        raise CheckpointError(f"cannot write checkpoint {target}: {type(exc).__name__}: {exc}") from exc
+    with storage.open_atomic(target, what="checkpoint", error=CheckpointError) as f:
+        np.savez(f, **arrays)
     return target
 
 
@@ -111,13 +63,15 @@ def load_checkpoint(url: str, shard: int = 0) -> tuple[dict[str, Any], dict[str,
     """Read a shard's checkpoint: ``(snapshot, meta)``; ``snapshot`` feeds
     ``ParameterServerState.from_snapshot``. Raises CheckpointError naming the file."""
     target = shard_path(url, shard)
-    fs, path, _ = _fs(target)
     try:
-        with fs.open(path, "rb") as f:
-            with np.load(f, allow_pickle=False) as z:
-                files = {name: np.array(z[name]) for name in z.files}
-    except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint at {target}") from None
+        data = storage.read_bytes(target, what="checkpoint", error=CheckpointError)
+    except CheckpointError as exc:
+        if exc.kind == storage.MISSING:
+            raise CheckpointError.about(f"no checkpoint at {target}", exc.url, exc.kind, exc.reason) from None
+        raise
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            files = {name: z[name] for name in z.files}  # each a fresh array
     except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {target}: {type(exc).__name__}: {exc}") from exc
     try:

@@ -125,6 +125,8 @@ class PSClient:
         self.seq = 0  # next commit's sequence number
         self.info: dict[str, Any] = {}
         self.reconnects = 0
+        # None, or the server's request to stop ({"stop": True[, "stop_round": R]}), from any ok reply
+        self.stop_signal: dict[str, Any] | None = None
         self._codec_state: Any = None
         self._sock: socket.socket | None = None
         self._reader: FrameReader | None = None
@@ -186,11 +188,17 @@ class PSClient:
             )
         first = not self.info
         self.info = info
+        self._note_stop(info)
         if first and isinstance(self.info.get("last_seq"), int):
             # a new client for a (worker, attempt) the server already knows (e.g. one client
             # per epoch) continues its sequence, so its commits are not taken for replays
             self.seq = max(self.seq, self.info["last_seq"] + 1)
         self._sock, self._reader = sock, reader
+
+    def _note_stop(self, reply: dict[str, Any]) -> None:
+        if reply.get("stop") is True:
+            stop_round = reply.get("stop_round")
+            self.stop_signal = {"stop": True, **({"stop_round": int(stop_round)} if isinstance(stop_round, int) else {})}
 
     def _drop(self) -> None:
         if self._sock is not None:
@@ -210,9 +218,10 @@ class PSClient:
             raise PSAuthenticationError(f"{self.address} refused authentication: {text}")
         raise PSRemoteError(text, code, reason, self.address)
 
-    def _call(self, parts: list[Any] | None) -> dict[str, Any]:
+    def _call(self, parts: list[Any] | None, into: np.ndarray | None = None) -> dict[str, Any]:
         """Send ``parts`` (None: just make sure we are connected) and return the ok reply,
-        reconnecting and resending until ``retry_timeout`` runs out."""
+        reconnecting and resending until ``retry_timeout`` runs out. ``into``: where a
+        center that ends the reply is received (see ``FrameReader.read_into``)."""
         if self._closed:
             raise PSConnectionError(f"the client for {self.address} is closed")
         first_failure = None
@@ -226,11 +235,17 @@ class PSClient:
                 if parts is None:
                     return self.info
                 send_parts(self._sock, parts)
-                reply = decode_frame(self._reader.read(int(self.info.get("max_frame", wire.DEFAULT_MAX_FRAME))))
+                max_frame = int(self.info.get("max_frame", wire.DEFAULT_MAX_FRAME))
+                if into is None:
+                    reply = decode_frame(self._reader.read(max_frame))
+                else:
+                    body, tail = self._reader.read_into(max_frame, into)
+                    reply = decode_frame(body, max_frame, tail=tail)
                 if reply["op"] == "error":
                     self._raise_error(reply)
                 if reply["op"] != "ok":
                     raise wire.WireError(f"unexpected reply {reply['op']!r}")
+                self._note_stop(reply)
                 return reply
             except (PSRemoteError, PSAuthenticationError, PSConnectionError):
                 raise  # final answers (PSConnectionError is an OSError: keep it out of the retries)
@@ -270,8 +285,9 @@ class PSClient:
     # -- protocol -------------------------------------------------------------------
     def pull(self, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         """The current center and the server clock. The center is a new array, or ``out``
-        (a float32 vector of :attr:`size` values) filled in place."""
-        reply = self._call(pack_parts("pull"))
+        (a float32 vector of :attr:`size` values) filled in place: received straight into
+        it when it is contiguous (if the call raises, ``out`` may hold part of a center)."""
+        reply = self._call(pack_parts("pull"), _sink(out, self.size))
         return _center(reply, self.size, out), int(reply["clock"])
 
     def encode(self, update: np.ndarray) -> dict[str, Any]:
@@ -289,13 +305,14 @@ class PSClient:
         back in the same round trip (for synchronous strategies: once the round closed).
 
         Returns ``(center or None, info)``; info has status, clock, round, staleness, seq.
-        The center is a new array, or ``out`` filled in place. A rejected commit (NaN,
-        wrong layout, fenced) raises PSRemoteError.
+        The center is a new array, or ``out`` filled in place (received straight into it
+        when it is a contiguous float32 vector; if the call raises, ``out`` may hold part of
+        a center). A rejected commit (NaN, wrong layout, fenced) raises PSRemoteError.
         """
         encoded = self.encode(update)
         seq = self.seq
         self.seq += 1
-        reply = self._call(pack_parts("commit", seq=seq, samples=int(samples), pull=bool(pull), update=encoded))
+        reply = self._call(pack_parts("commit", seq=seq, samples=int(samples), pull=bool(pull), update=encoded), _sink(out, self.size) if pull else None)
         info = {k: reply.get(k) for k in ("status", "clock", "round", "staleness")}
         info["seq"] = seq
         info["bytes_sent"] = codecs.encoded_nbytes(encoded)
@@ -327,14 +344,23 @@ class PSClient:
         self.close()
 
 
+def _sink(out: np.ndarray | None, size: int) -> np.ndarray | None:
+    """``out`` when a center can be received straight into it."""
+    if isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (size,):
+        return out
+    return None
+
+
 def _center(reply: dict[str, Any], size: int, out: np.ndarray | None) -> np.ndarray:
-    """The reply's center (a view into the receive buffer) copied out of it."""
+    """The reply's center: already in ``out`` (received there), or copied out of the
+    receive buffer (into ``out`` or a new array)."""
     c = reply.get("center")
     if not isinstance(c, np.ndarray) or c.dtype != np.float32 or c.shape != (size,):
         raise wire.WireError(f"the server's reply lacks a float32 center of length {size}")
     if out is None:
         return c.copy()
-    np.copyto(out, c)
+    if not (c.ctypes.data == out.ctypes.data and out.flags.c_contiguous):
+        np.copyto(out, c)
     return out
 
 
@@ -434,6 +460,12 @@ class ShardedPSClient:
     @property
     def reconnects(self) -> int:
         return sum(c.reconnects for c in self.clients)
+
+    @property
+    def stop_signal(self) -> dict[str, Any] | None:
+        """Shard 0's stop request: every worker follows the same shard, so synchronous workers
+        agree on the round to stop after."""
+        return self.clients[0].stop_signal
 
     def bye(self) -> None:
         try:

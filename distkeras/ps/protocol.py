@@ -83,6 +83,13 @@ def _ext_hook(code: int, data: bytes) -> Any:
     # [dtype, shape, raw]: the small head is unpacked by msgpack; the raw bytes are not
     # copied again but viewed in place (in the copy msgpack made for us, or in the caller's
     # buffer when an ext_hook passes a memoryview)
+    dtype, shape, start, count = _array_head(data, len(data))
+    return _array(data, dtype, shape, start, count)
+
+
+def _array_head(data: Any, length: int) -> tuple[str, list[int], int, int]:
+    """Check the head of an array extension whose data has ``length`` bytes (``data`` holds
+    at least its head): ``(dtype, shape, offset of the raw bytes, element count)``."""
     try:
         head = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=_HEAD_MAX)
         head.feed(data[:_HEAD_MAX])
@@ -107,15 +114,21 @@ def _ext_hook(code: int, data: bytes) -> Any:
     if start > len(data):
         raise WireError("malformed array: truncated data header")
     nbytes = int.from_bytes(data[start - width : start], "big")
-    if start + nbytes != len(data):
-        raise WireError(f"malformed array: data header says {nbytes} bytes, {len(data) - start} follow")
-    dt = np.dtype(dtype).newbyteorder("<")
+    if start + nbytes != length:
+        raise WireError(f"malformed array: data header says {nbytes} bytes, {length - start} follow")
+    itemsize = np.dtype(dtype).itemsize
     count = 1
     for d in shape:
         count *= d
-    if count * dt.itemsize != nbytes:
-        raise WireError(f"array of dtype {dtype} and shape {shape} needs {count * dt.itemsize} bytes, got {nbytes}")
-    arr = np.frombuffer(data, dtype=dt, count=count, offset=start).reshape(shape)
+    if count * itemsize != nbytes:
+        raise WireError(f"array of dtype {dtype} and shape {shape} needs {count * itemsize} bytes, got {nbytes}")
+    return dtype, shape, start, count
+
+
+def _array(buffer: Any, dtype: str, shape: list[int], offset: int, count: int) -> np.ndarray:
+    """The checked array's values, viewed in ``buffer`` from ``offset`` (little-endian)."""
+    dt = np.dtype(dtype).newbyteorder("<")
+    arr = np.frombuffer(buffer, dtype=dt, count=count, offset=offset).reshape(shape)
     return arr.astype(np.dtype(dtype), copy=False) if dt != np.dtype(dtype) else arr
 
 
@@ -391,17 +404,30 @@ def _first_array_data(prefix: memoryview, min_size: int) -> int | None:
     return None if width is None else start + pos + 1 + width
 
 
-def decode_frame(body: memoryview, max_size: int = DEFAULT_MAX_FRAME, min_size: int = ZERO_COPY_MIN) -> dict[str, Any]:
+def decode_frame(body: memoryview, max_size: int = DEFAULT_MAX_FRAME, min_size: int = ZERO_COPY_MIN, *, tail: np.ndarray | None = None) -> dict[str, Any]:
     """``decode`` with arrays of ``min_size`` bytes or more returned as views into
     ``body`` instead of copies: no allocation, no copy for a 4 MB center or commit.
 
     The views are only valid while ``body`` is (a :class:`FrameReader` reuses its buffer
     at the next read): copy what must outlive the request. Every array still goes
     through the core wire's checks (dtype allow-list, shape, byte count).
+
+    ``tail``: the message's last value is an array that :meth:`FrameReader.read_into`
+    received (and checked) elsewhere; ``body`` is the message up to it.
     """
     body = memoryview(body)
     if body.nbytes > max_size:
         raise WireError(f"message of {body.nbytes} bytes exceeds the limit of {max_size}")
+    if tail is not None:
+        nonce = os.urandom(16)
+        small = b"".join((body, b"\xc7\x14" + bytes([_ARRAY_EXT]) + nonce + struct.pack(">I", 0)))
+
+        def tail_hook(code: int, data: bytes) -> Any:
+            if code == _ARRAY_EXT and len(data) == 20 and data[:16] == nonce:
+                return tail
+            return _ext_hook(code, data)
+
+        return decode(small, max_size, ext_hook=tail_hook)
     spans = _large_arrays(body, min_size) if body.nbytes >= min_size else None
     if not spans:
         return decode(body, max_size)
@@ -513,3 +539,48 @@ class FrameReader:
                     buf[shift : shift + head] = bytes(buf[:head])
         self._fill(buf[shift + head : shift + length], started=True, deadline=deadline)
         return buf[shift : shift + length]
+
+    def read_into(self, max_size: int, into: np.ndarray) -> tuple[memoryview, np.ndarray | None]:
+        """Like :meth:`read`, but when the frame ends with an array of ``into``'s dtype and
+        size (a reply carrying a center), its values are received straight into ``into``
+        (no copy afterwards). Returns ``(body, tail)``: with ``tail`` (a view of ``into``
+        shaped as sent), ``body`` is the message up to that array, for
+        ``decode_frame(body, tail=tail)``; otherwise ``tail`` is None and ``body`` the
+        whole message. If the connection fails midway, ``into`` may hold part of a frame.
+        """
+        if not (isinstance(into, np.ndarray) and into.flags.c_contiguous and into.flags.writeable and into.dtype.name in ALLOWED_DTYPES and into.dtype.byteorder in ("=", "<", "|") and np.little_endian and into.nbytes >= ZERO_COPY_MIN):
+            return self.read(max_size), None
+        header = memoryview(self._header)
+        self._fill(header[self._have :], started=self._have > 0)
+        self._have = 0
+        length = frame_length(bytes(self._header), max_size)
+        head = min(length, _PEEK)
+        if head > len(self._buf):
+            self._alloc(max(_PEEK, len(self._buf)))
+        buf = memoryview(self._buf)
+        self._fill(buf[:head], started=True)
+        spans = _large_arrays(buf[:head], ZERO_COPY_MIN, prefix=True) if length >= ZERO_COPY_MIN else None
+        found = None
+        if spans and spans[0][2] == length:  # the first large array ends the message
+            token, start, end = spans[0]
+            try:
+                dtype, shape, offset, count = _array_head(buf[start:head], end - start)
+            except WireError:
+                pass  # read as usual: decoding reports it
+            else:
+                if dtype == into.dtype.name and count == into.size and start + offset <= head:
+                    found = (token, start + offset, dtype, shape)
+        if found is None:  # an error reply, another shape, ...: the whole frame into the buffer
+            if length > len(self._buf):
+                self._alloc(min(max(length, 2 * len(self._buf)), max_size) + ALIGN)
+                fresh = memoryview(self._buf)
+                fresh[:head] = buf[:head]
+                buf = fresh
+            self._fill(buf[head:length], started=True)
+            return buf[:length], None
+        token, data, dtype, shape = found
+        sink = memoryview(into).cast("B")
+        early = head - data  # values that came with the first bytes
+        sink[:early] = buf[data:head]
+        self._fill(sink[early:], started=True)
+        return buf[:token], _array(into, dtype, shape, 0, into.size)

@@ -29,7 +29,23 @@ connection, and frames are limited to a few KiB so a stranger cannot make the se
 allocate. Nothing is ever unpickled.
 
 A commit may ask for the new center back (``pull: true``), so commit-and-pull costs one
-round trip; for synchronous strategies that reply waits until the round closes.
+round trip; for synchronous strategies that reply waits until the round closes. Centers are
+sent straight from the state machine's published buffer (``lease_center``: no copy per
+request; commits meanwhile write the next version into a spare buffer).
+
+Stopping early (protocol addition, schema unchanged): once the driver called
+:meth:`ParameterServerService.request_stop` (e.g. a Keras ``EarlyStopping`` callback set
+``model.stop_training``), every ``ok`` reply to ``hello``, ``pull`` and ``commit`` carries
+``stop: true``, and for synchronous strategies ``stop_round: R``, the round that was open when
+the stop was asked. A worker stops at its next exchange: asynchronous at once, synchronous once
+it has committed to round ``R`` (so every worker leaves after the same round and no round waits
+for one that left); it then says ``bye`` and returns its summary. The commit that carried the
+answer is applied as usual: nothing is lost. Clients that do not know the field ignore it and
+train to the end.
+
+Per-epoch snapshots: with ``epoch_samples``, the state machine keeps a copy of the center each
+time the applied samples cross an epoch boundary; the driver takes them with
+:meth:`ParameterServerService.take_epoch_snapshots` (see ``distkeras.core.server``).
 """
 
 from __future__ import annotations
@@ -107,7 +123,7 @@ def default_max_frame(size: int) -> int:
 
 
 class _Conn:
-    __slots__ = ("sock", "peer", "busy", "worker", "attempt", "thread", "_out")
+    __slots__ = ("sock", "peer", "busy", "worker", "attempt", "thread")
 
     def __init__(self, sock: socket.socket, peer: Any):
         self.sock = sock
@@ -116,14 +132,6 @@ class _Conn:
         self.worker: int | None = None
         self.attempt = 0
         self.thread: threading.Thread | None = None
-        self._out: np.ndarray | None = None
-
-    def out(self, size: int) -> np.ndarray:
-        """This connection's reply buffer for the center: pulls are copied into it and sent
-        from it, so no memory is allocated (and page-faulted in) per request."""
-        if self._out is None:
-            self._out = np.empty(size, dtype=np.float32)
-        return self._out
 
 
 class _Refuse(Exception):
@@ -146,7 +154,8 @@ class ParameterServerService:
     ``checkpoint``: an fsspec URL; a background thread writes a checkpoint once
     ``checkpoint_every`` commits have been applied since the last one and/or every
     ``checkpoint_interval`` seconds (if the clock moved), and ``stop()`` writes a final one. ``resume``: a checkpoint URL to start from (center, clock,
-    strategy state, worker attempts and sequence numbers). ``idle_timeout``: seconds a
+    strategy state, and with ``resume_workers`` the worker attempts and sequence numbers: False
+    for a new run that goes on from the checkpoint rather than a restarted server). ``idle_timeout``: seconds a
     connection may stay silent before it is closed (a client reconnects by itself).
     ``round_timeout``: how long a synchronous commit-and-pull waits for its round
     (None: until shutdown); when it runs out the waiting worker gets a ``timeout`` error
@@ -155,6 +164,8 @@ class ParameterServerService:
     ``shard``/``shards``/``offset``/``total_size``: where this server's slice lies in the
     whole vector (set by :class:`ShardedParameterServer`).
     ``max_connections``: connections beyond this are closed at once (each costs a thread).
+    ``epoch_samples``: keep a copy of the center each time the applied samples cross a multiple
+    of it (:meth:`take_epoch_snapshots`); None keeps none.
     ``host``: the local address to listen on (``0.0.0.0``: every interface); ``advertise``: the
     host name or address workers are told to connect to (default: ``host``, or this machine's
     name when ``host`` is a wildcard); see :mod:`distkeras.ps.endpoint`. Beyond loopback every
@@ -176,6 +187,7 @@ class ParameterServerService:
         checkpoint_every: int | None = None,
         checkpoint_interval: float | None = None,
         resume: str | None = None,
+        resume_workers: bool = True,
         max_frame: int | None = None,
         idle_timeout: float | None = 300.0,
         auth_timeout: float = 10.0,
@@ -188,6 +200,7 @@ class ParameterServerService:
         backlog: int = 128,
         max_connections: int = 1024,
         tls: "bool | _tls.Credentials | None" = None,
+        epoch_samples: int | None = None,
     ):
         self.strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
         if not self.strategy.exchanges:
@@ -209,12 +222,14 @@ class ParameterServerService:
                     f"checkpoint {ckpt.shard_path(resume, self.shard)} is shard {meta.get('shard')} of {meta.get('shards')} at offset "
                     f"{meta.get('offset')}; this server is shard {self.shard} of {self.shards} at offset {offset}"
                 )
-            self.state = ParameterServerState.from_snapshot(self.strategy, snap, num_workers)
+            self.state = ParameterServerState.from_snapshot(self.strategy, snap, num_workers, workers=resume_workers)
+            if epoch_samples is not None:
+                self.state = _with_epochs(self.state, epoch_samples)
             self.resumed_from = {"url": resume, "clock": snap["clock"], "round": snap["round"]}
         else:
             if center is None:
                 raise ValueError("give an initial center or a checkpoint to resume from")
-            self.state = ParameterServerState(self.strategy, np.asarray(center), num_workers)
+            self.state = ParameterServerState(self.strategy, np.asarray(center), num_workers, epoch_samples=epoch_samples)
             self.resumed_from = None
         self.size = self.state.size
         self.offset = int(offset)
@@ -330,12 +345,22 @@ class ParameterServerService:
         """A copy of the current center (this shard's slice)."""
         return self.state.snapshot()["state"]["center"]
 
+    def take_epoch_snapshots(self) -> list[dict[str, Any]]:
+        """The per-epoch copies of the center (this shard's slice) taken since the last call,
+        oldest first, as ``{epoch, samples, clock, center}``; the server forgets them."""
+        return [snap._asdict() for snap in self.state.take_epoch_snapshots()]
+
+    def request_stop(self) -> None:
+        """Ask the workers to stop at their next exchange (see the module docstring)."""
+        self.state.request_stop()
+
     def stats(self) -> dict[str, Any]:
         s = self.state.stats()
         with self._lock:
             s["service"] = {
                 "address": f"{self.address[0]}:{self.address[1]}" if self.address else None,
                 "bound": f"{self.bound_address[0]}:{self.bound_address[1]}" if self.bound_address else None,
+                "tls": self.tls_fingerprint is not None,
                 "shard": self.shard,
                 "shards": self.shards,
                 "offset": self.offset,
@@ -452,7 +477,8 @@ class ParameterServerService:
             while True:
                 with self._lock:
                     conn.busy = False
-                    # stopping: leave, unless a request has begun to arrive (stop() waits for it)
+                    # stopping: a request whose bytes have arrived is served first, as stop()
+                    # promises (this thread may get here only after stop() began)
                     if self._stopping.is_set() and not _has_unread_bytes(sock):
                         return
                 reader.wait_start()
@@ -558,6 +584,7 @@ class ParameterServerService:
             last_seq=self.state.workers[worker].last_seq,
             max_frame=self.max_frame,
             codec=self.codec,
+            **(self.state.stop_signal() or {}),
         )
 
     # -- requests -------------------------------------------------------------------
@@ -572,8 +599,9 @@ class ParameterServerService:
             if op == "commit":
                 self._commit(conn, msg, nbytes)
             elif op == "pull":
-                res = self.state.pull(conn.worker, conn.attempt, nbytes_in=nbytes, out=conn.out(self.size))
-                self._send(conn, "ok", clock=res.clock, round=res.round, center=res.center)
+                # sent straight from the published center (no copy): no commit writes it meanwhile
+                with self.state.lease_center(conn.worker, conn.attempt, nbytes_in=nbytes) as lease:
+                    self._send(conn, "ok", clock=lease.clock, round=lease.round, center=lease.center, **(self.state.stop_signal() or {}))
             elif op == "stats":
                 self.state.record_bytes(nbytes_in=nbytes)
                 self._send(conn, "ok", stats=self.stats())
@@ -639,9 +667,13 @@ class ParameterServerService:
             if wait_round is not None:
                 self._wait_round(conn, wait_round)
                 fields["status"] = APPLIED if result.status == PENDING else result.status
-            res = self.state.pull(conn.worker, conn.attempt, out=conn.out(self.size))
-            fields["clock"] = res.clock
-            fields["center"] = res.center
+            fields.update(self.state.stop_signal() or {})
+            with self.state.lease_center(conn.worker, conn.attempt) as lease:
+                fields["clock"] = lease.clock
+                fields["center"] = lease.center
+                self._send(conn, "ok", **fields)
+            return
+        fields.update(self.state.stop_signal() or {})
         self._send(conn, "ok", **fields)
 
     def _wait_round(self, conn: _Conn, round_: int) -> None:
@@ -657,6 +689,14 @@ class ParameterServerService:
                     return
                 self._count("round_timeouts")
                 raise _Refuse(E_TIMEOUT, _round_timeout_message(round_, self.round_timeout, status, conn))
+
+
+def _with_epochs(state: ParameterServerState, epoch_samples: int) -> ParameterServerState:
+    """A resumed state that snapshots at epoch boundaries, counted from the resume."""
+    if int(epoch_samples) < 1:
+        raise ValueError(f"epoch_samples must be >= 1, got {epoch_samples}")
+    state.epoch_samples = int(epoch_samples)
+    return state
 
 
 def _workers(pairs: list[tuple[int, int]]) -> str:

@@ -9,7 +9,8 @@ each slice and ``int8`` starts its chunks at each slice's offset, so with those 
 the result is close to, not identical with, one shard.
 
 The parent talks to its shards over ``multiprocessing`` pipes (local, never the network):
-start-up, ``stats()``, ``center()``, ``write_checkpoint()`` and ``stop()``; a shard
+start-up, ``stats()``, ``center()``, ``write_checkpoint()``, ``take_epoch_snapshots()``,
+``request_stop()`` and ``stop()``; a shard
 answers every command with ``("ok", value)`` or ``("error", message)``, so a failed
 command (a checkpoint that cannot be written) raises in the parent instead of killing the
 shard. If the parent dies, each shard sees its pipe close and shuts down cleanly (final
@@ -80,6 +81,10 @@ def _shard_main(conn: Any, cfg: dict[str, Any]) -> None:
                     reply = ("ok", svc.center())
                 elif cmd == "checkpoint":
                     reply = ("ok", svc.write_checkpoint())
+                elif cmd == "epoch_snapshots":
+                    reply = ("ok", svc.take_epoch_snapshots())
+                elif cmd == "request_stop":
+                    reply = ("ok", svc.request_stop())
                 else:
                     reply = ("error", f"unknown command {cmd!r}")
             except Exception as exc:  # answer it: the parent raises, this shard keeps serving
@@ -152,6 +157,7 @@ class ShardedParameterServer:
         self._pipes: list[Any] = []
         self._lock = threading.Lock()
         self.address_list: list[tuple[str, int]] = []
+        self._epoch_parts: dict[int, dict[int, dict[str, Any]]] = {}  # epoch -> shard -> snapshot
         self.final_stats: list[dict[str, Any]] | None = None
 
     @property
@@ -226,6 +232,30 @@ class ShardedParameterServer:
     def center(self) -> np.ndarray:
         """The whole center, reassembled from every shard."""
         return np.concatenate(self._ask("center"))
+
+    def take_epoch_snapshots(self) -> list[dict[str, Any]]:
+        """Per-epoch centers, reassembled: each shard copies its slice when the samples it has
+        applied cross the epoch boundary (every commit reaches every shard, so each shard takes
+        the copy at the same sample count, though an asynchronous commit may reach the shards
+        in a different order); an epoch is handed over once every shard has taken its copy.
+        ``samples`` and ``clock`` are shard 0's."""
+        for shard, snaps in enumerate(self._ask("epoch_snapshots")):
+            for snap in snaps:
+                self._epoch_parts.setdefault(int(snap["epoch"]), {})[shard] = snap
+        out = []
+        for epoch in sorted(self._epoch_parts):
+            parts = self._epoch_parts[epoch]
+            if len(parts) < self.shards:
+                break
+            del self._epoch_parts[epoch]
+            first = parts[0]
+            center = np.concatenate([parts[i]["center"] for i in range(self.shards)])
+            out.append({"epoch": epoch, "samples": first["samples"], "clock": first["clock"], "center": center})
+        return out
+
+    def request_stop(self) -> None:
+        """Ask the workers to stop at their next exchange (workers follow shard 0's answer)."""
+        self._ask("request_stop")
 
     def write_checkpoint(self) -> list[str | None]:
         return self._ask("checkpoint")

@@ -24,6 +24,8 @@ _EXPORTS = {
     "current_task": "tasks",
     "TaskInfo": "tasks",
     "LocalStandaloneCluster": "testing",
+    "NamespaceCluster": "testing",
+    "NamespaceUnavailableError": "testing",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -15,7 +15,9 @@ class History:
     """What happened during a distributed run.
 
     ``commits``: one dict per exchange (worker, t seconds since the worker started, loss,
-    staleness, bytes, train_seconds, exchange_seconds, samples). ``epochs``: one dict per
+    staleness, bytes, train_seconds, exchange_seconds, samples, update_norm and delta_norm: the
+    L2 norms of the update sent and of Δ = w − c_pulled, whose ratio is the strategy's scale).
+    ``epochs``: one dict per
     epoch of center metrics on the validation data (epoch, samples, and each metric).
     ``workers``: one summary per worker task. ``server``: the parameter server's final stats.
     """

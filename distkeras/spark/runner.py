@@ -57,6 +57,9 @@ class RunOptions:
     ps_tls: bool | None = None
     checkpoint: str | None = None
     checkpoint_every: int = 100
+    # start the parameter server from this checkpoint URL (center, clock, strategy state; not the
+    # worker attempts of the run that wrote it: this is a new run)
+    resume: str | None = None
     seed: int = 0
     progress: bool = True
     input_shape: tuple[int, ...] | None = None
@@ -96,42 +99,39 @@ def _server_stats(service) -> dict:
 class _Monitor:
     """Driver-side watcher of the parameter server while the tasks run.
 
-    Shows a progress bar (samples and commits, tqdm when installed, else a text line) and,
-    with ``evaluate``, records the center's validation metrics each time the committed
-    samples cross an epoch boundary (``epoch_samples`` apart).
+    Every 0.5 s it updates a progress bar (samples and commits, tqdm when installed, else a
+    text line) and takes the server's per-epoch snapshots of the center (the server copies the
+    center each time the applied samples cross an epoch boundary, so a run faster than the
+    polling still yields one snapshot per epoch), handing each, in order, to ``on_epoch``
+    (``on_epoch(snapshot) -> True`` asks the server to stop the workers). On exit it takes the
+    snapshots not yet handed over (once a stop was asked, the later ones are dropped) and ends
+    the bar at the run's final counts (100 % for a run that trained to the end).
     """
 
-    def __init__(self, service, total: int, epoch_samples: int, epochs: int, show: bool, label: str, evaluate=None):
+    def __init__(self, service, total: int, show: bool, label: str, on_epoch: Callable[[dict], bool] | None = None):
         self.service = service
         self.total = total
-        self.epoch_samples = max(1, epoch_samples)
-        self.epochs = epochs
         self.show = show
         self.label = label
-        self.evaluate = evaluate
-        self.records: list[dict] = []
-        self._stop = threading.Event()
+        self.on_epoch = on_epoch
+        self.stop_requested = False
+        self.stop_after_run: dict | None = None  # the snapshot that asked to stop once the workers had finished
+        self._last = 0
+        self._bar = None
+        self._done = threading.Event()
+        self._lock = threading.Lock()  # one taker of snapshots at a time
         self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None  # raised by on_epoch (an evaluation, a callback)
 
     def __enter__(self):
-        if self.service is not None and (self.show or self.evaluate is not None):
-            self._thread = threading.Thread(target=self._run, name="distkeras-monitor", daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        bar = None
+        if self.service is None:
+            return self
         if self.show:
             try:
                 from tqdm import tqdm
 
                 interactive = sys.stderr.isatty()
-                bar = tqdm(
+                self._bar = tqdm(
                     total=self.total,
                     unit="sample",
                     desc=self.label,
@@ -140,29 +140,72 @@ class _Monitor:
                     mininterval=0.5 if interactive else 10.0,  # a log file gets a line every 10 s
                 )
             except ImportError:
-                bar = None
-        last, next_epoch = 0, 1
-        while not self._stop.wait(0.5):
+                self._bar = None
+        if self.show or self.on_epoch is not None:
+            self._thread = threading.Thread(target=self._run, name="distkeras-monitor", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        if self.service is None:
+            return
+        if exc_type is None:
             try:
-                s = _server_stats(self.service)
+                if self.error is not None:
+                    raise self.error
+                self._progress(_server_stats(self.service))
+                self._take(final=True)
+            finally:
+                self._close_bar()
+        else:
+            self._close_bar()
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif self.show:
+            print(file=sys.stderr)
+
+    def _progress(self, s: dict) -> None:
+        samples = int(s.get("samples", 0))
+        if self._bar is not None:
+            self._bar.update(max(0, samples - self._last))
+            self._bar.set_postfix(commits=s.get("commits_applied", 0), rejected=s.get("rejected_total", 0), refresh=False)
+        elif self.show:
+            print(f"\r{self.label}: {samples}/{self.total} samples, {s.get('commits_applied', 0)} commits", end="", file=sys.stderr)
+        self._last = max(self._last, samples)
+
+    def _take(self, final: bool = False) -> None:
+        if self.on_epoch is None:
+            return
+        with self._lock:
+            for snap in self.service.take_epoch_snapshots():
+                if self.stop_requested:
+                    continue  # epochs the workers finished after the callbacks asked to stop
+                if self.on_epoch(snap):
+                    self.stop_requested = True
+                    if final:
+                        self.stop_after_run = snap
+                    else:
+                        self.service.request_stop()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.5):
+            try:
+                stats = _server_stats(self.service)
             except Exception as exc:  # the service is shutting down: the run itself reports real errors
                 print(f"distkeras: progress stopped ({type(exc).__name__}: {exc})", file=sys.stderr)
                 break
-            samples = min(int(s.get("samples", 0)), self.total)
-            if bar is not None:
-                bar.update(samples - last)
-                bar.set_postfix(commits=s.get("commits_applied", 0), rejected=s.get("rejected_total", 0), refresh=False)
-            elif self.show:
-                print(f"\r{self.label}: {samples}/{self.total} samples, {s.get('commits_applied', 0)} commits", end="", file=sys.stderr)
-            last = samples
-            if self.evaluate is not None and next_epoch < self.epochs and samples >= next_epoch * self.epoch_samples:
-                self.records.append({"epoch": next_epoch, "samples": samples, **self.evaluate(self.service.center())})
-                next_epoch += 1
-        if bar is not None:
-            bar.update(max(0, self.total - last) if not self._stop.is_set() else 0)
-            bar.close()
-        elif self.show:
-            print(file=sys.stderr)
+            self._progress(stats)
+            try:
+                self._take()
+            except BaseException as exc:  # raised on the driver once the tasks are done
+                self.error = exc
+                self.service.request_stop()  # no use training on
+                break
 
 
 def _stop_service(service, failure: BaseException | None, center: np.ndarray | None) -> None:
@@ -192,6 +235,7 @@ def run_training(
     label_col,
     spark=None,
     evaluate_center: Callable[[np.ndarray], dict] | None = None,
+    on_epoch: Callable[[dict, np.ndarray], bool] | None = None,
     sample_weight_col: str | None = None,
     class_weight: dict | None = None,
 ) -> TrainingResult:
@@ -199,7 +243,23 @@ def run_training(
 
     ``features_col``/``label_col``: a column, or for several inputs/outputs a list (model order)
     or dict (input/output name -> column), matched through ``options.signature``;
-    ``sample_weight_col`` and ``class_weight`` weight the samples as in ``model.fit``."""
+    ``sample_weight_col`` and ``class_weight`` weight the samples as in ``model.fit``.
+
+    Per-epoch records: with ``evaluate_center`` (center -> metrics) or ``on_epoch``, the center
+    of every epoch is evaluated and recorded in ``history.epochs`` as ``{epoch, samples,
+    **metrics}`` (``epoch`` from 1), however fast the run: the parameter server keeps a copy of
+    the center at each epoch boundary and the driver evaluates the copies in order. Strategies
+    without a server (single, ensemble) return every worker's weights at the end of each epoch
+    with their summary, and the driver evaluates the mean of the workers' epoch-k weights after
+    the run (adding ``train_loss``: the workers' mean training loss over epoch k).
+
+    ``on_epoch(record, center) -> bool`` is called once per record, in order (the driver's
+    Keras callbacks); True asks the workers to stop at their next exchange (the server answers
+    "stop", see :mod:`distkeras.ps.service`; synchronous workers all stop after the same round)
+    and ends the records there. The run then returns the center as the server holds it after
+    the workers stopped, or, when the workers had already finished (and for strategies without
+    a server), the center of the epoch that asked to stop.
+    """
     from . import feed, tasks
     from .security import warn_if_cluster_unprotected
     from .session import get_or_create_session
@@ -237,6 +297,7 @@ def run_training(
     )
     if options.round_timeout is not None and not options.round_timeout > 0:
         raise ValueError(f"round_timeout must be > 0 seconds or None, got {options.round_timeout}")
+    config.epoch_weights = not strategy.exchanges and (evaluate_center is not None or on_epoch is not None)
     if strategy.exchanges and strategy.synchronous:
         # a worker's reply wait must outlast the server's round wait, so that it receives the
         # server's error naming the straggler instead of timing out and resending
@@ -245,6 +306,16 @@ def run_training(
     failure: BaseException | None = None
     center = None
     try:
+        with explained(spark):
+            rows = prepared.count()
+        per_worker = rows // num_workers
+        if per_worker < options.batch_size:
+            raise ValueError(
+                f"{rows} rows over {num_workers} workers leaves about {per_worker} rows each, fewer than one "
+                f"batch of {options.batch_size}; lower batch_size or num_workers"
+            )
+        epoch_samples = (per_worker // options.batch_size) * options.batch_size * num_workers
+        total = epoch_samples * options.epochs
         if strategy.exchanges:
             from distkeras.ps import addresses_of, serve
 
@@ -263,8 +334,11 @@ def run_training(
                 codec=options.codec,
                 checkpoint=options.checkpoint,
                 checkpoint_every=options.checkpoint_every if options.checkpoint else None,
+                resume=options.resume,
+                resume_workers=False,
                 tls=options.ps_tls,
                 round_timeout=options.round_timeout if strategy.synchronous else None,
+                epoch_samples=epoch_samples if (evaluate_center is not None or on_epoch is not None) else None,
             )
             service.start()
             config.ps_addresses = addresses_of(service)
@@ -272,16 +346,6 @@ def run_training(
             config.secret_b64 = base64.b64encode(secret).decode("ascii")
         else:
             config.initial_b64 = encode_vector(initial)
-        with explained(spark):
-            rows = prepared.count()
-        per_worker = rows // num_workers
-        if per_worker < options.batch_size:
-            raise ValueError(
-                f"{rows} rows over {num_workers} workers leaves about {per_worker} rows each, fewer than one "
-                f"batch of {options.batch_size}; lower batch_size or num_workers"
-            )
-        epoch_samples = (per_worker // options.batch_size) * options.batch_size * num_workers
-        total = epoch_samples * options.epochs
         history.timings["setup_seconds"] = time.perf_counter() - t0
         cfg = config.to_dict()
 
@@ -290,7 +354,22 @@ def run_training(
 
         t1 = time.perf_counter()
         history.timings["job_submitted_at"] = time.time()
-        monitor = _Monitor(service, total, epoch_samples, options.epochs, options.progress, strategy.name, evaluate_center)
+        records: list[dict] = []
+
+        def epoch_record(snap: dict) -> bool:
+            if int(snap["epoch"]) > options.epochs:  # uneven partitions (repartition=False) may run over
+                return False
+            center_k = snap["center"]
+            record = {"epoch": int(snap["epoch"]), "samples": int(snap["samples"])}
+            if "train_loss" in snap:
+                record["train_loss"] = snap["train_loss"]
+            if evaluate_center is not None:
+                record.update(evaluate_center(center_k))
+            records.append(record)
+            return bool(on_epoch(dict(record), center_k)) if on_epoch is not None else False
+
+        want_epochs = evaluate_center is not None or on_epoch is not None
+        monitor = _Monitor(service, total, options.progress, strategy.name, epoch_record if want_epochs else None)
         with monitor:
             summaries = tasks.run_workers(
                 prepared,
@@ -304,12 +383,37 @@ def run_training(
             )
         history.timings["train_seconds"] = time.perf_counter() - t1
         members: list[np.ndarray] = []
+        stopped_at: int | None = None
         if service is not None:
             center = service.center()
             history.server = _server_stats(service)
+            if monitor.stop_after_run is not None:  # the workers had finished: the stopping epoch's center
+                center = np.asarray(monitor.stop_after_run["center"], dtype=np.float32)
+            if monitor.stop_requested:
+                stopped_at = records[-1]["epoch"] if records else None
         else:
-            members = [decode_vector(s.pop("final_b64")) for s in sorted(summaries, key=lambda s: s["worker"])]
+            ordered = sorted(summaries, key=lambda s: s["worker"])
+            members = [decode_vector(s.pop("final_b64")) for s in ordered]
             center = members[0] if len(members) == 1 else np.mean(members, axis=0).astype(np.float32)
+            if want_epochs:
+                per_epoch = [[decode_vector(v) for v in s.pop("epochs_b64", [])] for s in ordered]
+                for k in range(min(len(p) for p in per_epoch)):
+                    members_k = [p[k] for p in per_epoch]
+                    losses = [h["loss"] for s in ordered for h in s.get("history", []) if h.get("epoch") == k]
+                    snap = {
+                        "epoch": k + 1,
+                        "samples": epoch_samples * (k + 1),
+                        "center": members_k[0] if len(members_k) == 1 else np.mean(members_k, axis=0).astype(np.float32),
+                    }
+                    if losses:
+                        snap["train_loss"] = float(np.mean(losses))
+                    if epoch_record(snap):
+                        stopped_at = k + 1
+                        members, center = members_k, snap["center"]
+                        break
+        if stopped_at is None and want_epochs and (not records or records[-1]["epoch"] < options.epochs):
+            # no snapshot of the last epoch (a resumed server counts its samples from the resume)
+            epoch_record({"epoch": options.epochs, "samples": total, "center": center})
     except BaseException as exc:
         failure = exc
         raise
@@ -321,7 +425,8 @@ def run_training(
             history.commits.append({"worker": s["worker"], **record})
         history.workers.append(s)
     if evaluate_center is not None:
-        history.epochs.extend(monitor.records)
-        history.epochs.append({"epoch": options.epochs, "samples": total, **evaluate_center(center)})
+        history.epochs.extend(records)
+    if stopped_at is not None:
+        history.timings["stopped_after_epoch"] = stopped_at
     history.timings["total_seconds"] = time.perf_counter() - t0
     return TrainingResult(center=center, members=members if strategy.name == "ensemble" else [], history=history)

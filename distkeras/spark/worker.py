@@ -43,6 +43,9 @@ class WorkerConfig:
     # runner sets it above the server's round timeout (None: wait as long as the server does)
     request_timeout: float | None = 600.0
     input_shape: list[int] | None = None
+    # strategies without a server: return the weights at the end of every epoch (``epochs_b64``),
+    # for the driver's per-epoch validation records and callbacks
+    epoch_weights: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,20 +172,32 @@ def train_window(adapter, xs, ys, full: int, ws=None) -> dict[str, float]:
     return {key: value / len(xs) for key, value in totals.items()}
 
 
+def _norms(payload: np.ndarray, local: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """L2 norms of what a commit sends and of the local change it stands for (Δ = w − c, the
+    center the commit is relative to): their ratio is the strategy's scale (1 for DOWNPOUR,
+    1/λ for ADAG, α for elastic averaging), which the history keeps per commit."""
+    return {"update_norm": float(np.linalg.norm(payload)), "delta_norm": float(np.linalg.norm(local - reference))}
+
+
 def exchange(strategy, client, wstate, local: np.ndarray, pulled: np.ndarray, samples: int):
     """One exchange after a window of local steps: commit under ``strategy`` and take the new
     center. Returns ``(wstate, local, pulled, info)``: the worker's new state and weights,
-    the center that the next commit is relative to, and the server's reply."""
+    the center that the next commit is relative to, and the server's reply, plus the norms of
+    the update sent and of Δ (``update_norm``, ``delta_norm``)."""
     if strategy.pulls_before_commit:  # AEASGD, EAMSGD: e = α(w − c) against the newest center
         pulled, _clock = client.pull()
-        wstate, local, payload = strategy.commit(wstate, local, pulled)
+        wstate, moved, payload = strategy.commit(wstate, local, pulled)  # rules never change their inputs
+        norms = _norms(payload, local, pulled)
         _none, info = client.commit(payload, samples=samples, pull=False)
-        wstate, local = strategy.after_pull(wstate, local, pulled)  # keeps local (elastic)
-        return wstate, local, pulled, info
-    wstate, local, payload = strategy.commit(wstate, local, pulled)
+        info.update(norms)
+        wstate, moved = strategy.after_pull(wstate, moved, pulled)  # keeps local (elastic)
+        return wstate, moved, pulled, info
+    wstate, moved, payload = strategy.commit(wstate, local, pulled)
+    norms = _norms(payload, local, pulled)
     center, info = client.commit(payload, samples=samples, pull=True)
-    wstate, local = strategy.after_pull(wstate, local, center)
-    return wstate, local, center, info
+    info.update(norms)
+    wstate, moved = strategy.after_pull(wstate, moved, center)
+    return wstate, moved, center, info
 
 
 def build_adapter(config: WorkerConfig):
@@ -210,10 +225,24 @@ def with_nesterov_momentum(spec, momentum: float):
     return spec.with_optimizer("SGD", learning_rate=float(lr), momentum=float(momentum), nesterov=True)
 
 
+def fencing_attempt(attempt: int) -> int:
+    """The attempt number the parameter server fences by: inside a Spark task, its task attempt
+    id, unique in the application and larger for every later attempt. ``attemptNumber()`` is not
+    enough: when an executor dies, its shuffle output goes with it, Spark re-runs the map stage and
+    retries the task in a new stage attempt where ``attemptNumber()`` starts again at 0 (seen on
+    the multi-host test cluster: the retry and the dead attempt's still-running Python worker then
+    committed as the same attempt). Outside a Spark task: ``attempt``."""
+    from .tasks import current_task
+
+    task = current_task()
+    return int(task.task_attempt_id) if task is not None else int(attempt)
+
+
 def run_worker(config: WorkerConfig, worker: int, attempt: int, x, y, sample_weight: np.ndarray | None = None) -> dict[str, Any]:
     """Train on (x, y) under the configured strategy; return a JSON-able summary. ``x``/``y``
     may be lists or dicts of arrays (several inputs/outputs); ``sample_weight``: per-sample
-    weights (the feed's weight column times the class weights) or None."""
+    weights (the feed's weight column times the class weights) or None. ``attempt`` is Spark's
+    attempt number (reported); the server fences by :func:`fencing_attempt`."""
     started_at = time.time()  # wall clock, to line up with the driver's (same clock in local mode)
     t_start = time.perf_counter()
     adapter, strategy = build_adapter(config)
@@ -232,6 +261,7 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x, y, sample_wei
     summary: dict[str, Any] = {
         "worker": worker,
         "attempt": attempt,
+        "fencing_attempt": fencing_attempt(attempt),
         "pid": os.getpid(),
         "backend": adapter.backend,
         "started_at": started_at,
@@ -243,11 +273,16 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x, y, sample_wei
 
     if not strategy.exchanges:
         adapter.set_flat(decode_vector(config.initial_b64))
+        per_epoch: list[str] = []
         for i, (xs, ys, *ws) in enumerate(windows(stream, batches_per_epoch)):
             t0 = time.perf_counter()
             metrics = adapter.train_window(xs, ys, *ws)
             history.append({"epoch": i, "loss": float(metrics.get("loss", np.nan)), "seconds": time.perf_counter() - t0, "samples": len(xs) * config.batch_size})
+            if config.epoch_weights:
+                per_epoch.append(encode_vector(adapter.get_flat()))
         summary.update(final_b64=encode_vector(adapter.get_flat()), history=history)
+        if config.epoch_weights:
+            summary["epochs_b64"] = per_epoch
         summary["seconds"] = time.perf_counter() - t_start
         return summary
 
@@ -257,19 +292,24 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x, y, sample_wei
         config.ps_addresses,
         base64.b64decode(config.secret_b64),
         worker,
-        attempt,
+        summary["fencing_attempt"],
         codec=get_codec(config.codec),
         retry_timeout=config.connect_timeout,
         fingerprint=config.ps_fingerprint or None,
         timeout=config.request_timeout,
     )
     summary["connect_seconds"] = time.perf_counter() - t_built
+    stopped = False
     try:
         center, _clock = client.pull()
         adapter.set_flat(center)
         wstate = strategy.init_worker(center)
         pulled = center
+        committed_round = -1
         for xs, ys, *ws in windows(stream, window):
+            if should_stop(client.stop_signal, strategy.synchronous, committed_round):
+                stopped = True
+                break
             t0 = time.perf_counter()
             metrics = train_window(adapter, xs, ys, window, *ws)
             t1 = time.perf_counter()
@@ -285,10 +325,24 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x, y, sample_wei
                     "train_seconds": t1 - t0,
                     "exchange_seconds": t2 - t1,
                     "samples": len(xs) * config.batch_size,
+                    "update_norm": info["update_norm"],
+                    "delta_norm": info["delta_norm"],
                 }
             )
+            if isinstance(info.get("round"), int):
+                committed_round = info["round"]
         client.bye()  # synchronous rounds stop waiting for this worker
     finally:
         client.close()
-    summary.update(history=history, seconds=time.perf_counter() - t_start)
+    summary.update(history=history, seconds=time.perf_counter() - t_start, stopped=stopped)
     return summary
+
+
+def should_stop(signal: dict[str, Any] | None, synchronous: bool, committed_round: int) -> bool:
+    """Whether the server's stop request (see distkeras.ps.service) ends this worker now:
+    asynchronous workers stop at once; synchronous ones once they have committed to the
+    stop round, so that every worker of the run leaves after the same round."""
+    if not signal or not signal.get("stop"):
+        return False
+    stop_round = signal.get("stop_round")
+    return not synchronous or stop_round is None or committed_round >= stop_round

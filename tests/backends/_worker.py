@@ -337,13 +337,25 @@ def task_custom_layer(keras, backend, workdir):
     assert [type(l).__name__ for l in adapter.model.layers] == ["Scale", "Dense", "Scale"]
     rng = np.random.default_rng(4)
     x = rng.normal(size=(2 * W * B, 6)).astype("float32")
-    y = rng.normal(size=(2 * W * B, 4)).astype("float32")
+    y = (x @ rng.normal(size=(6, 4))).astype("float32")  # a linear target the model can fit
     before = np.asarray(model(x[:10]))
     assert np.allclose(adapter.predict(x[:10], batch_size=B), before, atol=1e-6)
+    # the loss in use is the custom one (half the mean squared error), evaluated on the rebuilt model
+    pred = adapter.predict(x, batch_size=B)
+    start = adapter.evaluate(x, y, batch_size=B)["loss"]
+    assert abs(start - 0.5 * float(np.mean((y - pred) ** 2))) <= 1e-4 * start, (start, pred)
+    scale_weights = [np.array(w) for w in adapter.model.layers[0].get_weights()]
     xb, yb = make_batches(x, y, B)
     l1 = adapter.train_window(xb[:W], yb[:W])
     l2 = adapter.train_window(xb[W:], yb[W:])
-    assert l2["loss"] < l1["loss"] * 1.5 and np.isfinite(l2["loss"])
+    for _ in range(8):
+        adapter.train_window(xb[:W], yb[:W])
+        adapter.train_window(xb[W:], yb[W:])
+    end = adapter.evaluate(x, y, batch_size=B)["loss"]
+    assert np.isfinite(l1["loss"]) and np.isfinite(l2["loss"])
+    assert end < 0.5 * start, (start, end)  # it learns the target
+    # the gradients reach the custom layer's own weights
+    assert any(np.abs(a - b).max() > 1e-3 for a, b in zip(adapter.model.layers[0].get_weights(), scale_weights))
     # The live model gets the trained weights and agrees with the adapter.
     model.set_weights(adapter.layout.unflatten(adapter.get_flat()))
     diff = float(np.max(np.abs(np.asarray(model(x[:10])) - adapter.predict(x[:10], batch_size=B))))
@@ -351,7 +363,7 @@ def task_custom_layer(keras, backend, workdir):
     # An unregistered custom layer is refused on the driver, with a clear message.
     bad = keras.Sequential([keras.Input((6,)), custom_layers.Unregistered(), keras.layers.Dense(1)])
     msg = expect_raises(SpecError, lambda: ModelSpec.from_model(bad, "sgd", "mse"), "Unregistered", "register_keras_serializable")
-    return {"modules": list(spec.modules), "losses": [l1["loss"], l2["loss"]], "unregistered_error": msg}
+    return {"modules": list(spec.modules), "losses": [l1["loss"], l2["loss"]], "loss_start_end": [start, end], "unregistered_error": msg}
 
 
 def task_bad_input(keras, backend, workdir):

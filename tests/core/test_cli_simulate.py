@@ -5,16 +5,12 @@ import sys
 import pytest
 
 from distkeras.core.strategies import STRATEGIES
-from distkeras.frontends.cli import COMMAND_MODULES, main
+from distkeras.frontends.cli import main
 from tests.support import ROOT, child_env
 
 
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "distkeras", *args], capture_output=True, env=child_env(), cwd=ROOT, timeout=120)
-
-
-def test_simulate_is_registered():
-    assert "distkeras.frontends.commands.simulate" in COMMAND_MODULES
 
 
 def test_same_seed_gives_identical_json_bytes():
@@ -83,11 +79,26 @@ def test_progress_on_request(capsys):
     assert "samples (100%)" in err
 
 
+def warnings_of(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("warning:")]
+
+
 def test_stability_warning_on_stderr(capsys):
+    """Synchronous EASGD (α = 0.05) warns once β = p·α passes 1, with a rho that brings β to the
+    paper's 0.9, and that rho silences it; asynchronous AEASGD (α = 0.5) never warns."""
+    from distkeras.core.simulate import stability_note
+    from distkeras.core.strategies import get_strategy
+
+    easgd = get_strategy("easgd")
+    assert stability_note(easgd, 20) is None and stability_note(easgd, 21) is not None  # β = 1.0 vs 1.05
     assert main(["simulate", "--strategy", "easgd", "--workers", "40", "--epochs", "1", "--quiet", "--json"]) == 0
-    assert "beta=p*alpha=2 > 1" in capsys.readouterr().err  # α = 0.05, synchronous
+    (warning,) = warnings_of(capsys.readouterr().err)
+    assert "beta=p*alpha=2 > 1" in warning and "--param rho=2.25" in warning  # 0.9 / 40 / 0.01
+    assert main(["simulate", "--strategy", "easgd", "--workers", "40", "--epochs", "1", "--param", "rho=2.25", "--quiet", "--json"]) == 0
+    assert warnings_of(capsys.readouterr().err) == []
     assert main(["simulate", "--strategy", "aeasgd", "--workers", "8", "--epochs", "1", "--quiet", "--json"]) == 0
-    assert "Zhang" not in capsys.readouterr().err  # asynchronous, α = 0.5 < 1: stable
+    assert warnings_of(capsys.readouterr().err) == []  # asynchronous: each commit moves the center α <= 1 of one distance
+    assert all(stability_note(get_strategy(name), 1000) is None for name in ("aeasgd", "eamsgd"))
 
 
 def test_all_prints_the_comparison(capsys):

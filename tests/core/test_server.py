@@ -318,3 +318,81 @@ def test_round_status_names_the_workers_a_round_waits_for():
     s.leave(3)  # left: not waited for
     s.commit(0, 0, 0, f32(1.0))
     assert s.round_status(0) == {"missing": [(1, 0), (2, 3)], "committed": [(0, 0)]}
+
+
+@pytest.mark.parametrize("name", ["downpour", "dynsgd", "experimental", "aeasgd"])
+def test_a_leased_center_never_changes_and_its_buffer_is_reused_after_release(name):
+    size = 1000
+    s = ParameterServerState(get_strategy(name), np.linspace(-1, 1, size).astype(np.float32), 2)
+    ref = ParameterServerState(get_strategy(name), np.linspace(-1, 1, size).astype(np.float32), 2)
+    rng = np.random.default_rng(0)
+    for w in (0, 1):
+        s.pull(w), ref.pull(w)
+    lease = s.lease_center(0)
+    ref.pull(0)
+    held = lease.center.copy()
+    assert not lease.center.flags.writeable
+    for seq in range(3):  # commits while the lease is held: written elsewhere
+        u = rng.standard_normal(size).astype(np.float32)
+        assert s.commit(1, 0, seq, u).status == ref.commit(1, 0, seq, u).status == ps.APPLIED
+        assert lease.center.tobytes() == held.tobytes()
+        assert s.center.tobytes() == ref.center.tobytes()
+    buffer = lease._buffer
+    lease.release()
+    lease.release()  # idempotent
+    assert buffer in s._spares  # back in use for the next versions
+    with s.lease_center(1) as again:
+        ref.pull(1)
+        assert again.center.tobytes() == ref.center.tobytes()
+    u = rng.standard_normal(size).astype(np.float32)
+    s.commit(0, 0, 0, u), ref.commit(0, 0, 0, u)
+    assert s.center.tobytes() == ref.center.tobytes()
+    assert s.stats()["pulls"] == ref.stats()["pulls"]
+
+
+def test_lease_counts_as_a_pull_for_staleness():
+    s = ParameterServerState(get_strategy("dynsgd"), np.zeros(4, np.float32), 2)
+    s.commit(1, 0, 0, np.ones(4, np.float32))
+    with s.lease_center(0) as lease:
+        assert lease.clock == 1
+    s.commit(1, 0, 1, np.ones(4, np.float32))
+    assert s.commit(0, 0, 0, np.ones(4, np.float32)).staleness == 1
+
+
+def test_rejected_commit_while_leased_leaves_both_centers_unchanged():
+    s = ParameterServerState(get_strategy("adag"), np.linspace(-1, 1, 50_000).astype(np.float32))
+    with s.lease_center(0) as lease:
+        before = s.center.tobytes()
+        bad = np.full(50_000, 0.01, np.float32)
+        bad[-1] = np.nan
+        assert s.commit(0, 0, 0, bad).reason == ps.NON_FINITE
+        assert s.center.tobytes() == before and lease.center.tobytes() == before
+
+
+def test_concurrent_leases_and_commits_never_tear_a_center():
+    """Readers holding leases see one whole version: every element equal (commits add ones)."""
+    size = 200_000
+    s = ParameterServerState(get_strategy("downpour"), np.zeros(size, np.float32), 3)
+    stop = threading.Event()
+    errors = []
+
+    def reader(w):
+        while not stop.is_set():
+            with s.lease_center(w) as lease:
+                c = lease.center
+                if c[0] != c[-1] or c[0] != c[size // 2]:
+                    errors.append((c[0], c[size // 2], c[-1]))
+
+    threads = [threading.Thread(target=reader, args=(w,)) for w in (1, 2)]
+    for t in threads:
+        t.start()
+    try:
+        for seq in range(200):
+            s.commit(0, 0, seq, np.ones(size, np.float32))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert s.center[0] == s.center[-1] == 200
+    assert len(s._spares) <= 4 and not s._leased

@@ -242,6 +242,35 @@ def test_apply_inplace_equals_apply_bit_for_bit(name):
 
 
 @pytest.mark.parametrize("name", EXCHANGING)
+@pytest.mark.parametrize("staleness", [None, 0])
+def test_apply_into_equals_apply_bit_for_bit_and_leaves_the_center(name, staleness):
+    """The server's double-buffered path: the new center goes into a spare buffer while the
+    old one (which may still be on its way to a worker) stays exactly as it was."""
+    s = get_strategy(name)
+    rng = np.random.default_rng(5)
+    state = s.init_server(rng.standard_normal(257).astype(np.float32))
+    if isinstance(state, MomentumState):
+        state = MomentumState(state.center, rng.standard_normal(257).astype(np.float32))
+    work = type(state)(*[a.copy() for a in state])
+    center_before = work.center.copy()
+    spare = np.full(257, np.nan, np.float32)
+    for round_ in range(3):  # ping-pong between two buffers, as the server does
+        commits = _commits(name, rng, 257)
+        if staleness is not None:
+            commits = [c._replace(staleness=staleness) for c in commits]
+        pure = s.apply(state, commits)
+        old = work.center
+        fast = s.apply_into(work, commits, spare)
+        assert type(fast) is type(pure)
+        assert np.shares_memory(fast.center, spare) and fast.center.shape == (257,)
+        assert old.tobytes() == center_before.tobytes()  # the previous version is untouched
+        for a, b in zip(pure, fast):
+            assert b.dtype == np.float32 and a.tobytes() == b.tobytes()
+        state, work, spare = pure, fast, old
+        center_before = work.center.copy()
+
+
+@pytest.mark.parametrize("name", EXCHANGING)
 def test_rules_never_mutate_inputs_and_keep_dtype_and_length(name):
     s = get_strategy(name)
     rng = np.random.default_rng(4)

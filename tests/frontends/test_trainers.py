@@ -1,7 +1,11 @@
-"""Every dist-keras-compatible trainer learns the bundled digits in local Spark.
+"""Every dist-keras-compatible trainer learns the bundled digits in local Spark, and runs its own
+strategy doing so.
 
 4 workers on ``local[4,2]``, each strategy at its documented defaults, the same Keras settings
-for all (``tests/training.py``: Adam(0.005), batch 16, 20 epochs): test accuracy >= 0.90.
+for all (``tests/training.py``: Adam(0.005), batch 16, 20 epochs): test accuracy >= 0.90; the
+history and the parameter server's stats show the trainer's strategy at work (one commit per
+window of each worker, rounds for the synchronous ones, each payload scaled as the strategy
+says, no server for single and ensemble): ``tests.training.check_strategy_ran``.
 This process runs JAX; a subprocess runs an asynchronous and a synchronous trainer on
 TensorFlow. Accuracies are computed with a NumPy forward pass of the returned model's weights
 (no compilation on the driver); ``test_history`` checks it against Keras's own evaluation.
@@ -16,25 +20,18 @@ import numpy as np
 import pytest
 
 from tests.support import child_env, run_json_script
-from tests.training import MIN_ACCURACY, WORKERS, accuracy, make_mlp, member_weights, mlp_probs, trainer_kwargs
+from tests.training import MIN_ACCURACY, TRAINER_STRATEGY, WORKERS, accuracy, check_strategy_ran, make_mlp, member_weights, mlp_probs, trainer_kwargs
 
 pytestmark = pytest.mark.slow
 
 
-TRAINERS = [
-    "SingleTrainer",
-    "AveragingTrainer",
-    "EnsembleTrainer",
-    "DOWNPOUR",
-    "ADAG",
-    "DynSGD",
-    "AEASGD",
-    "EAMSGD",
-    "EASGD",
-    "Experimental",
-    "LocalSGD",
-    "DiLoCo",
-]
+TRAINERS = list(TRAINER_STRATEGY)
+
+
+def test_every_trainer_is_tested():
+    from distkeras.frontends import trainers
+
+    assert {t.__name__ for t in trainers.TRAINERS.values()} == set(TRAINERS)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +45,8 @@ def trained(spark, digits):
 
     def train(name: str):
         if name not in done:
-            trainer = getattr(trainers, name)(make_mlp(), **trainer_kwargs(spark=spark))
+            # make_trainer: the generic num_workers is EnsembleTrainer's num_ensembles; SingleTrainer has one worker
+            trainer = trainers.make_trainer(getattr(trainers, name).strategy_name, make_mlp(), **trainer_kwargs(spark=spark))
             model = trainer.train(train_df, validation=test_df if name == "ADAG" else None)
             done[name] = (trainer, model)
         return done[name]
@@ -76,6 +74,13 @@ def test_accuracy_of_every_trainer_on_jax(trained, digits, record_property):
             failures.append(f"{name}: {acc:.3f}")
     print("\ntest accuracy (JAX, 4 workers):", json.dumps({k: round(v, 3) for k, v in accuracies.items()}))
     assert not failures, f"below {MIN_ACCURACY}: {failures}; all: {accuracies}"
+
+
+@pytest.mark.parametrize("name", TRAINERS)
+def test_trainer_runs_its_own_strategy(trained, name):
+    trainer, model = trained(name)
+    center = np.concatenate([np.ravel(w) for w in model.get_weights()]) if not trainer.members else None
+    check_strategy_ran(name, trainer.history, trainer.members, center)
 
 
 def test_ensemble_predicts_with_the_mean_of_its_members(trained, digits):
@@ -141,5 +146,5 @@ def test_two_trainers_on_tensorflow():
     assert out["backend"] == "tensorflow"
     for name, run in out["runs"].items():
         assert run["worker_backends"] == ["tensorflow"], name
-        assert run["commits"] > 0
+        assert run["strategy_check"] == "ok", f"{name} on TensorFlow: {run['strategy_check']}"
         assert run["accuracy"] >= MIN_ACCURACY, f"{name} on TensorFlow: {run['accuracy']:.3f}"

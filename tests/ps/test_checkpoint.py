@@ -10,7 +10,7 @@ import pytest
 from distkeras.core.server import ParameterServerState
 from distkeras.core.strategies import get_strategy
 from distkeras.ps.checkpoint import CheckpointError, load_checkpoint, shard_path, write_checkpoint
-from distkeras.ps import ParameterServerService, PSClient
+from distkeras.ps import ParameterServerService, PSClient, PSRemoteError
 from tests.ps.helpers import SECRET
 from tests.support import wait_for
 
@@ -162,3 +162,24 @@ def test_sync_commit_pending_at_checkpoint_is_applied_when_resent_after_resume(t
         assert info["status"] == "applied"
         np.testing.assert_array_equal(center, np.full(4, 3, F32))
         sock.close()
+
+
+def test_resume_as_a_new_run_drops_the_old_runs_attempts(tmp_path):
+    """A restarted server (``resume_workers=True``, the default) keeps the worker attempts, so a
+    task of the run that wrote the checkpoint stays fenced; a new run that goes on from the
+    checkpoint (``resume_workers=False``, what ``resume=`` on a trainer does) starts with no
+    attempts: its tasks, numbered from 0 again in a new application, are not refused."""
+    url = str(tmp_path / "ck")
+    center = np.arange(4, dtype=np.float32)
+    with ParameterServerService("downpour", center, 1, SECRET, checkpoint=url) as svc:
+        with PSClient(*svc.address, SECRET, 0, attempt=7) as c:
+            c.commit(np.ones(4, np.float32))
+    with ParameterServerService("downpour", center, 1, SECRET, resume=url) as restarted:
+        with pytest.raises(PSRemoteError, match="fenced off by attempt 7"):
+            PSClient(*restarted.address, SECRET, 0, attempt=0, retry_timeout=2)
+    with ParameterServerService("downpour", center, 1, SECRET, resume=url, resume_workers=False) as new_run:
+        assert new_run.state.clock == 1
+        with PSClient(*new_run.address, SECRET, 0, attempt=0) as c:
+            pulled, clock = c.pull()
+    np.testing.assert_array_equal(pulled, center + 1)
+    assert clock == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import signal
 
 import numpy as np
@@ -25,11 +24,9 @@ def secret_file(tmp_path):
     return str(path)
 
 
-def test_ps_is_a_registered_command():
-    assert "distkeras.frontends.commands.ps" in cli.COMMAND_MODULES
-    parser = argparse.ArgumentParser()
-    ps_command.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["ps", "serve", "--strategy", "adag", "--size", "5", "--secret-file", "f", "--param", "window=3", "--param", "x=none"])
+def test_distkeras_ps_serve_reaches_the_ps_command():
+    """``distkeras ps serve ...`` through the CLI's own parser (the one ``python -m distkeras`` uses)."""
+    args = cli.build_parser().parse_args(["ps", "serve", "--strategy", "adag", "--size", "5", "--secret-file", "f", "--param", "window=3", "--param", "x=none"])
     assert args.func is ps_command._serve and args.param == [("window", 3), ("x", None)]
 
 
@@ -71,7 +68,7 @@ def test_serve_with_a_round_timeout_and_a_final_checkpoint_that_fails(secret_fil
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 1
         err = proc.stderr.read()
-        assert f"distkeras ps serve: the final checkpoint of parameter-server shard 0 ({addresses}) failed: cannot write checkpoint {url}/shard-00.npz" in err
+        assert f"distkeras ps serve: the final checkpoint of parameter-server shard 0 ({addresses}) failed: cannot write checkpoint to '{url}/shard-00.npz'" in err
         assert "Traceback" not in err
     finally:
         proc.kill()

@@ -284,7 +284,7 @@ def test_stop_closes_everything_when_the_final_checkpoint_fails(tmp_path):
     svc = service(checkpoint=url)
     c = client(svc)
     c.commit(np.ones(10, F32))
-    with pytest.raises(CheckpointError, match=rf"final checkpoint of parameter-server shard 0 \(127\.0\.0\.1:\d+\) failed: cannot write checkpoint {url}/shard-00\.npz"):
+    with pytest.raises(CheckpointError, match=rf"final checkpoint of parameter-server shard 0 \(127\.0\.0\.1:\d+\) failed: cannot write checkpoint to '{url}/shard-00\.npz'"):
         svc.stop()
     assert _refused(svc.address)
     s = svc.stats()

@@ -114,3 +114,72 @@ def test_frame_reader_and_send_parts_over_a_socket_pair():
         a.sendall(wire.HEADER.pack(1 << 30))
         with pytest.raises(wire.WireError, match="exceeds the limit"):
             reader.read(1 << 20)
+
+
+def _read_into_over_a_socket(parts, into):
+    import threading
+
+    a, b = socket.socketpair()
+    with a, b:
+        t = threading.Thread(target=send_parts, args=(a, parts))
+        t.start()
+        reader = FrameReader(b, initial=4096)
+        body, tail = reader.read_into(1 << 26, into)
+        msg = decode_frame(body, tail=tail)
+        t.join()
+    return msg, tail
+
+
+@pytest.mark.parametrize("n", [ZERO_COPY_MIN // 4, 300_000])
+def test_read_into_receives_a_final_center_straight_into_the_callers_array(n):
+    center = np.random.default_rng(n).standard_normal(n).astype(F32)
+    fields = {"status": "applied", "clock": 9, "round": 0, "staleness": 1, "note": "x" * 300, "center": center}
+    out = np.full(n, np.nan, F32)
+    msg, tail = _read_into_over_a_socket(pack_parts("ok", **fields), out)
+    assert tail is not None and np.shares_memory(msg["center"], out)
+    assert out.tobytes() == center.tobytes()
+    # the same message as wire.decode of the same bytes
+    _assert_same(wire.decode(wire.encode("ok", **fields)), msg)
+
+
+@pytest.mark.parametrize(
+    "fields, into",
+    [
+        ({"center": np.arange(20_000, dtype=F32), "clock": 1}, np.zeros(20_000, F32)),  # not the last field
+        ({"clock": 1, "center": np.arange(20_000, dtype=F32)}, np.zeros(20_001, F32)),  # another length
+        ({"clock": 1, "center": np.arange(20_000, dtype=np.int32)}, np.zeros(20_000, F32)),  # another dtype
+        ({"code": "rejected", "message": "no"}, np.zeros(20_000, F32)),  # an error reply
+        ({"clock": 1, "center": np.arange(20_000, dtype=F32)}, np.zeros(40_000, F32)[::2]),  # not contiguous
+        ({"note": "x" * 700, "center": np.arange(20_000, dtype=F32)}, np.zeros(20_000, F32)),  # head past the first bytes read
+        ({"clock": 1, "center": np.arange(20_000, dtype=F32)}, np.zeros(20_000, F32)),  # the normal case
+    ],
+)
+def test_read_into_falls_back_to_the_buffer_and_decodes_the_same(fields, into):
+    before = into.copy()
+    msg, tail = _read_into_over_a_socket(pack_parts("ok", **fields), into)
+    _assert_same(wire.decode(wire.encode("ok", **fields)), msg)
+    sunk = tail is not None
+    assert sunk == ("clock" in fields and list(fields)[-1] == "center" and fields["center"].dtype == into.dtype and fields["center"].size == into.size and into.flags.c_contiguous)
+    if not sunk:
+        assert into.tobytes() == before.tobytes()  # untouched
+
+
+def test_read_into_checks_the_array_head_like_decode():
+    """A head that wire.decode refuses (a dtype off the allow-list, bytes that do not match
+    the shape) is never received into the caller's array."""
+    import msgpack
+    import threading
+
+    for head in (["object", [20_000]], ["float32", [19_999]]):
+        ext = msgpack.ExtType(1, msgpack.packb([*head, b"\0" * 80_000], use_bin_type=True))
+        body = msgpack.packb({"v": 1, "op": "ok", "center": ext}, use_bin_type=True)
+        a, b = socket.socketpair()
+        with a, b:
+            t = threading.Thread(target=a.sendall, args=(wire.frame(body),))
+            t.start()
+            into = np.ones(20_000, F32)
+            raw, tail = FrameReader(b).read_into(1 << 26, into)
+            t.join()
+        assert tail is None and (into == 1).all()
+        with pytest.raises(wire.WireError):
+            decode_frame(raw)

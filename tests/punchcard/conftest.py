@@ -31,17 +31,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def registered_commands() -> set[str]:
-    """Subcommands of ``distkeras`` available on this checkout."""
-    from distkeras.frontends.cli import build_parser
-
-    parser = build_parser()
-    for action in parser._actions:
-        if action.__class__.__name__ == "_SubParsersAction":
-            return set(action.choices)
-    return set()
-
-
 def env_with_root() -> dict[str, str]:
     env = child_env()
     env.pop("DISTKERAS_PUNCHCARD_TOKEN", None)

@@ -7,7 +7,10 @@ Behaviour: writes ``self.pid`` and spawns a child (``child.pid``) that sleeps an
 cleaned up (a leaky job, like a stray JVM); prints one progress line per epoch on stderr,
 sleeping 0.05 s per epoch (so ``--epochs=100000`` is a long job); ``--workers=13`` makes it
 fail; ``train`` writes ``model.keras`` (a zip with config.json), ``history.json`` and
-``curves.png`` under ``--out``; the last stdout line is a JSON object of metrics.
+``curves.png`` under ``--out``; the last stdout line is a JSON object of metrics. Every run draws
+a random ``nonce`` that goes into its result and its files, and its result echoes the options it
+got (``argv``): the tests compare what the server reports and serves with what this job wrote
+and with the command line the spec should give, not with constants of this file.
 """
 
 import json
@@ -54,7 +57,8 @@ if opts.get("workers") == "13":
     print("error: fake failure requested (13 workers)", file=sys.stderr, flush=True)
     sys.exit(3)
 
-result = {"command": command, "epochs": epochs, "loss": round(1.0 / epochs, 4), "params": params, "conf": conf}
+nonce = os.urandom(8).hex()
+result = {"command": command, "argv": rest, "nonce": nonce, "epochs": epochs, "loss": round(1.0 / epochs, 4), "params": params, "conf": conf}
 if command == "train":
     out = opts["out"]
     os.makedirs(out, exist_ok=True)
@@ -62,10 +66,10 @@ if command == "train":
         result["model_in"] = os.path.basename(opts["model"])
         result["model_in_exists"] = os.path.isfile(opts["model"])
     with zipfile.ZipFile(os.path.join(out, "model.keras"), "w") as zf:
-        zf.writestr("config.json", json.dumps({"class_name": "Sequential", "config": {"name": "trained"}}))
+        zf.writestr("config.json", json.dumps({"class_name": "Sequential", "config": {"name": f"trained-{nonce}"}}))
         zf.writestr("metadata.json", json.dumps({"keras_version": "fake"}))
     with open(os.path.join(out, "history.json"), "w") as fh:
-        json.dump({"loss": [1.0 / (e + 1) for e in range(epochs)]}, fh)
+        json.dump({"nonce": nonce, "loss": [1.0 / (e + 1) for e in range(epochs)]}, fh)
     with open(os.path.join(out, "curves.png"), "wb") as fh:
-        fh.write(b"\x89PNG\r\n\x1a\nfake")
+        fh.write(b"\x89PNG\r\n\x1a\nfake" + nonce.encode())
 print(json.dumps(result), flush=True)

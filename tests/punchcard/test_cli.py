@@ -31,13 +31,16 @@ def test_token_submit_jobs_revoke(server: Server, tmp_path: Path) -> None:
     assert train.returncode == 0, train.stderr
     job = json.loads(train.stdout)
     assert job["spec"]["epochs"] == 4 and job["spec"]["params"] == {"rho": 3.5} and job["has_model"]
+    # the flags overrode the spec file on the job's own command line (the test job echoes it)
+    assert {"--strategy=easgd", "--workers=2", "--epochs=4", "--param=rho=3.5"} <= set(job["result"]["argv"])
 
     listed = cli("jobs", "list", env=env)
     assert job["id"] in listed.stdout and "succeeded" in listed.stdout
     logs = cli("jobs", "logs", job["id"], "--tail", "1", env=env)
     assert logs.stdout.strip() == "epoch 4/4 loss=0.2500"
     out = tmp_path / "trained.keras"
-    assert cli("jobs", "download", job["id"], str(out), env=env).returncode == 0 and out.stat().st_size > 0
+    assert cli("jobs", "download", job["id"], str(out), env=env).returncode == 0
+    assert out.read_bytes() == (server.job_dir(job["id"]) / "out" / "model.keras").read_bytes()
 
     bad = cli("submit", "--workers", "0", env=env)
     assert bad.returncode == 1 and "HTTP 422" in bad.stderr and "workers" in bad.stderr

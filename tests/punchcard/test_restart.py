@@ -38,7 +38,8 @@ def test_restart_keeps_jobs_and_fails_interrupted_ones(tmp_path: Path) -> None:
         wait_for(lambda: not process_alive(leader) and not process_alive(child), timeout=5)
         assert client.status(done["id"])["state"] == "succeeded"
         assert client.logs(done["id"], tail=1) == ["epoch 2/2 loss=0.5000"]
-        assert client.download(done["id"], tmp_path / "m.keras").stat().st_size > 0
+        served = client.download(done["id"], tmp_path / "m.keras").read_bytes()
+        assert served == (srv.job_dir(done["id"]) / "out" / "model.keras").read_bytes()
         assert {j["id"] for j in client.list()} == {done["id"], crashed["id"]}
 
         # A clean stop (SIGTERM) ends running jobs too, and says so.

@@ -89,32 +89,48 @@ def test_every_endpoint_needs_a_valid_token(server: Server, token: str) -> None:
 
 
 def test_lifecycle_with_model_upload(server: Server, token: str, tmp_path: Path) -> None:
+    """What the server reports and serves is what this job got and wrote: its command line is the
+    spec's, its result is the job's last stdout line, its logs are the job's log files, its
+    downloads are the job's files byte for byte (the job writes a random nonce into each)."""
     model = tmp_path / "my model.keras"
     model.write_bytes(keras_zip(SAFE_CONFIG))
     client = Client(server.url, token)
     job = client.submit({"strategy": "easgd", "params": {"rho": 2.5}, "workers": 2, "epochs": 20, "window": 4,
                          "conf": {"spark.executor.memory": "1g"}}, model_path=model)
     assert job["state"] == "running" and job["has_model"] and job["command"] == "train"
+    job_dir = server.job_dir(job["id"])
     leader, child = pids(server, job["id"])
     final = client.wait(job["id"], timeout=30, progress=False, poll_s=0.1)
     assert final["state"] == "succeeded", final
     assert final["exit_code"] == 0 and final["reason"] is None
-    assert final["result"]["epochs"] == 20 and final["result"]["params"] == {"rho": "2.5"}
-    assert final["result"]["model_in"] == "model.keras" and final["result"]["model_in_exists"]
-    assert final["files"] == ["model.keras", "history.json", "curves.png"]
-    assert final["log_tail"] == "epoch 20/20 loss=0.0500"
+    # the spec became this command line (the job echoes the options it got)
+    expected_argv = [f"--out={job_dir / 'out'}", "--json", "--strategy=easgd", "--workers=2", "--epochs=20", "--window=4",
+                     f"--model={job_dir / 'input' / 'model.keras'}", "--param=rho=2.5", "--conf=spark.executor.memory=1g"]
+    argv = json.loads((job_dir / "argv.json").read_text())
+    assert argv[1:4] == ["-m", "distkeras", "train"] and argv[4:] == expected_argv
+    assert final["result"]["argv"] == expected_argv
+    # the uploaded model was stored where the command line says, byte for byte
+    assert (job_dir / "input" / "model.keras").read_bytes() == model.read_bytes()
+    # the result is the job's last stdout line; the logs are its log files
+    stdout = (job_dir / "stdout.log").read_text().splitlines()
+    stderr = (job_dir / "stderr.log").read_text().splitlines()
+    assert final["result"] == json.loads(stdout[-1])
+    nonce = final["result"]["nonce"]
+    assert final["log_tail"] == stderr[-1] == "epoch 20/20 loss=0.0500"
+    assert client.logs(job["id"], tail=3) == stderr[-3:]
+    assert client.logs(job["id"], stream="stdout") == stdout
     # The whole process group is gone, including the child the job left behind.
     wait_for(lambda: not process_alive(leader) and not process_alive(child), timeout=5)
-    argv = json.loads((server.job_dir(job["id"]) / "argv.json").read_text())
-    assert argv[1:4] == ["-m", "distkeras", "train"] and "--strategy=easgd" in argv and "--window=4" in argv
-    logs = client.logs(job["id"], tail=3)
-    assert logs == ["epoch 18/20 loss=0.0556", "epoch 19/20 loss=0.0526", "epoch 20/20 loss=0.0500"]
-    assert client.logs(job["id"], stream="stdout")[0] == "some chatter on stdout"
+    # the files are the ones in the job's out/, served as they are
+    assert final["files"] == ["model.keras", "history.json", "curves.png"]
+    assert sorted(final["files"]) == sorted(p.name for p in (job_dir / "out").iterdir())
     target = client.download(job["id"], tmp_path / "trained.keras")
+    assert target.read_bytes() == (job_dir / "out" / "model.keras").read_bytes()
     with zipfile.ZipFile(target) as zf:
-        assert json.loads(zf.read("config.json"))["config"]["name"] == "trained"
+        assert json.loads(zf.read("config.json"))["config"]["name"] == f"trained-{nonce}"
     client.download(job["id"], tmp_path, name="history.json")
-    assert json.loads((tmp_path / "history.json").read_text())["loss"][0] == 1.0
+    assert (tmp_path / "history.json").read_bytes() == (job_dir / "out" / "history.json").read_bytes()
+    assert json.loads((tmp_path / "history.json").read_text())["nonce"] == nonce
     assert [j["id"] for j in client.list()] == [job["id"]]
     assert client.status(job["id"])["state"] == "succeeded"
     with pytest.raises(PunchcardError, match="HTTP 409: job .* already succeeded"):

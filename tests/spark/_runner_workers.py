@@ -82,7 +82,7 @@ def run_worker_failing_once(config, worker, attempt, x, y):
         finally:
             ps_client.connect = real_connect
     summary = W.run_worker(config, worker, attempt, x, y)
-    client = ps_client.connect(config.ps_addresses, base64.b64decode(config.secret_b64), worker, attempt)
+    client = ps_client.connect(config.ps_addresses, base64.b64decode(config.secret_b64), worker, summary["fencing_attempt"])
     try:
         deadline = time.monotonic() + 60
         while client.stats()["rejected"].get("fenced", 0) == 0 and time.monotonic() < deadline:

@@ -1,9 +1,4 @@
 """The Spark fixtures (``spark``, ``standalone_cluster``) live in ``tests/conftest.py``, shared with
-``tests/frontends``; this folder needs pyspark and pyarrow."""
-
-from __future__ import annotations
-
-import pytest
-
-pytest.importorskip("pyspark")
-pytest.importorskip("pyarrow")
+``tests/frontends``; they skip when pyspark, pyarrow or Java 17+ is missing. The folder is not
+skipped as a whole: the worker's own parts (exchanges against the real parameter server, the
+adapter cache) and the session's pure functions need no Spark."""

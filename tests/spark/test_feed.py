@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
-from distkeras.spark.errors import FeedError
-from distkeras.spark.feed import (
+pa = pytest.importorskip("pyarrow")
+
+from distkeras.spark.errors import FeedError  # noqa: E402  (after the pyarrow skip)
+from distkeras.spark.feed import (  # noqa: E402
     LABEL_INDEX,
     LABEL_VALUE,
     LABEL_VECTOR,

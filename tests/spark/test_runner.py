@@ -1,6 +1,7 @@
 """The Spark runner end to end: task retries with fencing, worker errors, too few slots, a real
 standalone cluster, the service always stopped, Arrow predict/evaluate; and the worker's own
-parts (exchanges, adapter reuse across tasks, a run's short last window) without Spark."""
+parts without Spark (exchanges against the real parameter server, adapter reuse across tasks,
+a run's short last window)."""
 
 from __future__ import annotations
 
@@ -20,54 +21,73 @@ from tests.training import WORKERS, accuracy, make_mlp, member_weights, mlp_prob
 # --- the worker's parts, no Spark --------------------------------------------------------------
 
 
-class _FakeClient:
-    """Stands in for the PS client: a center that other workers have moved since this one pulled."""
-
-    def __init__(self, center):
-        self.center = np.asarray(center, np.float32)
-        self.ops: list[tuple[str, bool]] = []
-        self.payloads: list[np.ndarray] = []
-
-    def pull(self):
-        self.ops.append(("pull", True))
-        return self.center.copy(), 7
-
-    def commit(self, payload, samples=1, pull=True):
-        self.ops.append(("commit", pull))
-        self.payloads.append(np.array(payload))
-        self.center = self.center + payload
-        return (self.center.copy() if pull else None), {"status": "applied", "staleness": 0, "bytes_sent": payload.nbytes}
+SECRET = b"test-runner-secret-0123456789"
 
 
-@pytest.mark.parametrize("name", ["aeasgd", "eamsgd", "downpour", "adag", "easgd"])
+@pytest.mark.parametrize("name", ["aeasgd", "eamsgd", "downpour", "adag", "dynsgd", "experimental", "easgd"])
 def test_exchange_commits_against_the_right_center(name):
-    """Elastic averaging (asynchronous) computes e = α(w − c) against the center read just before
-    the commit (Zhang et al., Algorithm 1); the DOWNPOUR family commits w − (the center its window
-    started from); synchronous EASGD needs no extra pull (nobody moves the center between rounds)."""
+    """One exchange of worker 0 through the real parameter server and client, after worker 1 moved
+    the center from 0 (what worker 0 started its window from) to 2. Elastic averaging
+    (asynchronous) computes e = α(w − c) against the center read just before the commit (Zhang et
+    al., Algorithm 1); the DOWNPOUR family commits w − (the center its window started from) and
+    gets the center back in the same round trip; synchronous EASGD waits for the round and needs
+    no extra pull (nobody moves the center between rounds). The server applies each payload by
+    its strategy's rule; the history's norms give the payload's scale."""
     from distkeras.core.strategies import get_strategy
+    from distkeras.ps import PSClient, ParameterServerService
     from distkeras.spark.worker import exchange
 
     s = get_strategy(name)
-    pulled = np.zeros(4, np.float32)  # what this worker started its window from
-    current = np.full(4, 2.0, np.float32)  # the center now: other workers committed meanwhile
-    local = np.full(4, 1.0, np.float32)
-    client = _FakeClient(current)
-    wstate, new_local, new_pulled, info = exchange(s, client, s.init_worker(pulled), local.copy(), pulled, samples=16)
-    (payload,) = client.payloads
+    n = 4
+    local = np.full(n, 1.0, np.float32)  # worker 0 after its window
+    with ParameterServerService(s, np.zeros(n, np.float32), 2, SECRET) as svc:
+        host, port = svc.address
+        mine, other = PSClient(host, port, SECRET, 0), PSClient(host, port, SECRET, 1)
+        pulled, _ = mine.pull()  # worker 0 starts its window from 0
+        other.pull()
+        done = threading.Thread(target=other.commit, args=(np.full(n, 2.0, np.float32),), kwargs={"pull": False}, daemon=True)
+        done.start()  # asynchronous: applied at once; synchronous: waits for worker 0's commit
+        if not s.synchronous:
+            done.join(10)
+            np.testing.assert_array_equal(svc.center(), np.full(n, 2.0, np.float32))
+        wstate, new_local, new_pulled, info = exchange(s, mine, s.init_worker(pulled), local.copy(), pulled, samples=16)
+        done.join(10)
+        assert not done.is_alive()
+        stats = svc.stats()
+        center = svc.center()
+        mine.close(), other.close()
+    w0 = stats["workers"]["0"]
+    assert w0["commits"] == 1 and w0["samples"] == 16 and info["status"] == "applied"
     if name in ("aeasgd", "eamsgd"):
-        assert client.ops == [("pull", True), ("commit", False)]
-        np.testing.assert_allclose(payload, s.alpha * (local - current))  # e = 0.5 * (1 - 2)
-        np.testing.assert_allclose(new_local, local - payload)  # the worker moves towards the center
-        np.testing.assert_allclose(new_pulled, current)
-    else:
-        assert client.ops == [("commit", True)]
-        if name == "downpour":
-            np.testing.assert_allclose(payload, local - pulled)
-        elif name == "adag":
-            np.testing.assert_allclose(payload, (local - pulled) / s.window)
-        else:  # easgd: against the center of the last round
-            np.testing.assert_allclose(payload, s.alpha * (local - pulled))
-        np.testing.assert_allclose(new_pulled, current + payload)
+        e = s.alpha * (local - 2.0)  # against the center now, not the one the window started from
+        np.testing.assert_allclose(center, 2.0 + e)
+        np.testing.assert_allclose(new_local, local - e)  # the worker moves towards the center
+        np.testing.assert_allclose(new_pulled, np.full(n, 2.0))  # ... and keeps its weights
+        assert stats["pulls"] == 3  # the extra pull right before the commit
+        assert info["update_norm"] == pytest.approx(s.alpha * info["delta_norm"], rel=1e-6)
+        return
+    assert stats["pulls"] == 2 + 1  # the initial pulls and the center in the commit's reply: no extra pull
+    np.testing.assert_array_equal(new_pulled, center)  # the reply's center is the server's
+    if name == "easgd":
+        e = s.alpha * (local - pulled)  # against the center of the last round
+        np.testing.assert_allclose(center, 0.0 + e + 2.0)  # one round of both elastic differences
+        np.testing.assert_allclose(new_local, local - e)
+        assert stats["round"] == 1 and info["staleness"] == 0
+        return
+    np.testing.assert_array_equal(new_local, center)  # the DOWNPOUR family takes the center
+    delta = local - pulled
+    if name == "downpour":
+        applied = delta
+    elif name == "adag":
+        applied = delta / s.window
+    elif name == "dynsgd":
+        applied = delta / 2  # staleness 1: worker 1 committed since worker 0 pulled
+    else:  # experimental: Δ/λ damped where the center moved (by 2) since worker 0 pulled
+        applied = (delta / s.window) / ((2.0 - 0.0) ** 2 / s.learning_rate + 1)
+    np.testing.assert_allclose(center, 2.0 + applied, rtol=1e-6)
+    assert info["staleness"] == 1 and w0["staleness_last"] == 1
+    scale = 1.0 if name in ("downpour", "dynsgd") else 1.0 / s.window
+    assert info["update_norm"] == pytest.approx(scale * info["delta_norm"], rel=1e-6)
 
 
 def test_cached_adapter_restarts_runs_like_a_fresh_model():
@@ -138,7 +158,7 @@ def _run_without_spark(monkeypatch, services: list, strategy: str, worker_fn_bod
     real_serve = ps.serve
     monkeypatch.setattr(ps, "serve", lambda *a, **k: services.append(real_serve(*a, **k)) or services[-1])
     monkeypatch.setattr(feed, "prepare", lambda df, *a, **k: (_FakeFrame(), None))
-    monkeypatch.setattr(runner, "run_worker", lambda config, w, a, x, y: worker_fn_body(config, w, a))
+    monkeypatch.setattr(runner, "run_worker", lambda config, w, a, x, y, *rest: worker_fn_body(config, w, a))
 
     def run_workers(df, worker_fn, num_workers, **kwargs):
         outs = [{} for _ in range(num_workers)]
@@ -317,7 +337,8 @@ def test_task_retry_fences_the_failed_attempt(spark, digits, monkeypatch, servic
     assert s["duplicates"] == 0
     assert s["rejected"].get("fenced", 0) >= 1 and s["rejected_total"] == s["rejected"]["fenced"]
     w1 = s["workers"]["1"]
-    assert w1["attempt"] == 1
+    # the server fences by Spark's task attempt id: the retry's, larger than every first attempt's
+    assert w1["attempt"] == h.workers[1]["fencing_attempt"] > max(w["fencing_attempt"] for w in h.workers if w["worker"] != 1)
     assert w1["commits"] == rw.ACKED_BEFORE_FAILURE + len([c for c in h.commits if c["worker"] == 1])
     assert accuracy(mlp_probs(model.get_weights(), data.x_test), data.y_test) >= 0.85  # no 1e3 commit got in
     _assert_stopped(services[0])

@@ -58,20 +58,34 @@ def test_local_threads():
 
 
 def test_default_conf(monkeypatch):
+    """The parts of the settings that depend on the environment and the master (the fixed ones
+    are checked by their effect on the live session below, and by the fast too-few-slots
+    errors in test_runner / test_tasks)."""
     monkeypatch.setenv("PYTHONPATH", "relative/dir")
     monkeypatch.delenv("PYSPARK_PYTHON", raising=False)
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
     conf = S.default_conf("local[2]", backend="jax")
-    assert conf["spark.pyspark.python"] == sys.executable
+    assert conf["spark.pyspark.python"] == conf["spark.executorEnv.PYSPARK_PYTHON"] == sys.executable
     assert conf["spark.executorEnv.KERAS_BACKEND"] == "jax"
+    assert "spark.executorEnv.KERAS_BACKEND" not in S.default_conf("local[2]")  # nothing to pass on
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    assert S.default_conf("local[2]")["spark.executorEnv.KERAS_BACKEND"] == "tensorflow"
+    monkeypatch.setenv("PYSPARK_PYTHON", "/opt/py/bin/python3")
+    assert S.default_conf("local[2]")["spark.pyspark.python"] == "/opt/py/bin/python3"
     # Executors run elsewhere (another working directory): their PYTHONPATH must be absolute.
     entries = conf["spark.executorEnv.PYTHONPATH"].split(os.pathsep)
     assert os.path.abspath("relative/dir") in entries and all(os.path.isabs(e) for e in entries)
-    assert conf["spark.scheduler.barrier.maxConcurrentTasksCheck.interval"] == "1s"
-    assert conf["spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures"] == "3"
-    assert conf["spark.sql.execution.arrow.pyspark.enabled"] == "true"
-    assert conf["spark.ui.enabled"] == "false"
-    assert conf["spark.driver.host"] == "127.0.0.1"
-    assert "spark.driver.host" not in S.default_conf("yarn")
+    # loopback addresses only where the whole cluster is this machine
+    for master, loopback in [("local[2]", True), ("local-cluster[2,1,1024]", True), ("spark://127.0.0.1:7077", True),
+                             ("spark://localhost:7077", True), ("spark://10.1.2.3:7077", False), ("yarn", False)]:
+        assert (S.default_conf(master).get("spark.driver.host") == "127.0.0.1") is loopback, master
+    assert S.default_conf("local[3]")["spark.sql.shuffle.partitions"] == "6"
+
+
+def _executor_facts(_):
+    import distkeras
+
+    return [(sys.executable, os.environ.get("KERAS_BACKEND"), os.path.dirname(os.path.dirname(distkeras.__file__)))]
 
 
 def test_session_reused_and_configured(spark):
@@ -79,13 +93,18 @@ def test_session_reused_and_configured(spark):
     assert S.get_or_create_session() is spark
     assert S.get_or_create_session("local[4,2]") is spark
     assert S.started_here(spark)
-    conf = spark.sparkContext.getConf()
-    assert conf.get("spark.scheduler.barrier.maxConcurrentTasksCheck.interval") == "1s"
-    assert conf.get("spark.pyspark.python") == sys.executable
-    assert spark.conf.get("spark.sql.execution.arrow.pyspark.enabled") == "true"
     assert S.task_slots(spark) == 4
     with pytest.raises(ValueError, match="already runs in this process"):
         S.get_or_create_session("local[1]")
+    # what the settings are for: executors run this interpreter, with this backend, importing
+    # this checkout's distkeras; no web UI is started
+    facts = spark.sparkContext.parallelize(range(4), 4).mapPartitions(_executor_facts).collect()
+    import distkeras
+
+    here = os.path.dirname(os.path.dirname(distkeras.__file__))
+    assert set(facts) == {(sys.executable, os.environ["KERAS_BACKEND"], here)}
+    assert spark.sparkContext.uiWebUrl is None
+    assert spark.sparkContext.getConf().get("spark.driver.host") == "127.0.0.1"
 
 
 def test_ps_endpoint_of_a_local_session_is_loopback(spark, monkeypatch):

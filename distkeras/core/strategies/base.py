@@ -125,6 +125,23 @@ class Strategy:
         """Like ``apply`` but may overwrite ``state``'s arrays (server fast path)."""
         return self.apply(state, commits)
 
+    def apply_into(self, state: Any, commits: Sequence[Commit], out: np.ndarray) -> Any:
+        """Like ``apply`` with the new center written into ``out`` (a float32 buffer of the
+        center's length, not ``state.center``); ``state.center`` is left as it was, so a
+        server can keep sending it while the next version is computed. The state's other
+        arrays (DiLoCo's momentum) may be updated in place as by ``apply_inplace``.
+
+        This default copies the center into ``out`` and applies in place there; a rule that
+        reads the center once (c + u, ...) overrides it to write ``out`` in the same pass.
+        A subclass that changes ``apply_inplace`` must override this too (the equivalence
+        tests against ``apply`` check every registered strategy)."""
+        np.copyto(out, state.center)
+        new = self.apply_inplace(state._replace(center=out), commits)
+        if new.center is not out:  # a rule without an in-place form returned a fresh center
+            np.copyto(out, new.center)
+            new = new._replace(center=out)
+        return new
+
     # -- worker side --------------------------------------------------------------
     def init_worker(self, center: np.ndarray) -> Any:
         return NoWorkerState()

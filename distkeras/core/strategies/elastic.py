@@ -52,6 +52,10 @@ class AEASGD(Strategy):
         aggregate.add(state.center, c.payload, out=state.center)
         return state
 
+    def apply_into(self, state, commits, out):
+        c = single_commit(self, commits)
+        return CenterState(aggregate.add(state.center, c.payload, out=out))
+
 
 @dataclass(frozen=True)
 class EAMSGD(AEASGD):
@@ -116,3 +120,10 @@ class EASGD(Strategy):
         for c in commits:
             np.add(state.center, c.payload, out=state.center)
         return state
+
+    def apply_into(self, state, commits, out):
+        if not commits:
+            np.copyto(out, state.center)
+        for i, c in enumerate(commits):
+            np.add(state.center if i == 0 else out, c.payload, out=out)
+        return CenterState(out)

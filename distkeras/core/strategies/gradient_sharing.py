@@ -35,6 +35,10 @@ class DOWNPOUR(Strategy):
         aggregate.add(state.center, c.payload, out=state.center)
         return state
 
+    def apply_into(self, state: CenterState, commits: Sequence[Commit], out: np.ndarray) -> CenterState:
+        c = single_commit(self, commits)
+        return CenterState(aggregate.add(state.center, c.payload, out=out))
+
 
 @dataclass(frozen=True)
 class ADAG(DOWNPOUR):
@@ -77,6 +81,14 @@ class DynSGD(DOWNPOUR):
         aggregate.add_scaled(state.center, c.payload, 1.0 / (c.staleness + 1), out=state.center)
         return state
 
+    def apply_into(self, state, commits, out):
+        c = single_commit(self, commits)
+        factor = 1.0 / (c.staleness + 1)
+        if factor == 1.0:
+            return CenterState(aggregate.add(state.center, c.payload, out=out))
+        aggregate.scale(c.payload, factor, out=out)  # out as the scratch: no temporary vector
+        return CenterState(aggregate.add(state.center, out, out=out))
+
 
 @dataclass(frozen=True)
 class Experimental(ADAG):
@@ -110,3 +122,7 @@ class Experimental(ADAG):
         c = single_commit(self, commits)
         aggregate.distance_scaled(state.center, c.payload, self._pulled(c), self.learning_rate, out=state.center)
         return state
+
+    def apply_into(self, state, commits, out):
+        c = single_commit(self, commits)
+        return CenterState(aggregate.distance_scaled(state.center, c.payload, self._pulled(c), self.learning_rate, out=out))

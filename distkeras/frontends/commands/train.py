@@ -4,6 +4,7 @@ Examples::
 
     distkeras train                                   # bundled digits, default MLP, ADAG, local Spark
     distkeras train --strategy diloco --workers 4 --epochs 20
+    distkeras train --epochs 50 --early-stopping 3       # stop once the test loss stalls 3 epochs
     distkeras train --data s3://bucket/train.parquet --feature-cols a,b,c --label-col y
     distkeras strategies
 """
@@ -62,6 +63,7 @@ def register(subparsers) -> None:
     p.add_argument("--param", action="append", type=_key_value, default=[], metavar="K=V", help="strategy hyperparameter, e.g. --param rho=2 (repeatable)")
     p.add_argument("--shards", type=int, default=1, help="parameter-server shards (processes)")
     p.add_argument("--checkpoint", default=None, help="fsspec URL for parameter-server checkpoints")
+    p.add_argument("--resume", default=None, metavar="URL", help="start the parameter server from this checkpoint (center, clock, strategy state)")
     p.add_argument(
         "--ps-host",
         default=None,
@@ -74,6 +76,14 @@ def register(subparsers) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="TLS on the parameter server's wire, with a certificate made for the run (default: on beyond loopback)",
+    )
+    p.add_argument(
+        "--early-stopping",
+        type=int,
+        default=None,
+        metavar="PATIENCE",
+        help="stop when the test split's loss has not improved for PATIENCE epochs, and keep the best epoch's model "
+        "(keras EarlyStopping on val_loss with restore_best_weights)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="distkeras-out", help="output folder")
@@ -111,9 +121,11 @@ def run_train(args) -> int:
         seed=args.seed,
         shards=args.shards,
         checkpoint=args.checkpoint,
+        resume=args.resume,
         ps_host=args.ps_host,
         ps_bind=args.ps_bind,
         ps_tls=args.ps_tls,
+        early_stopping=args.early_stopping,
         params={k: _parse_value(v) for k, v in args.param},
         conf=dict(args.conf),
         progress=not args.quiet,
