@@ -116,7 +116,7 @@ def run_all(spark, backend_check=None) -> dict:
 
     # weights: class_weight 0 on one digit and sample weight 0 on another (their product)
     t = trainers.SingleTrainer(one_io_model(), keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy", ["accuracy"],
-                               class_weight={ZERO_CLASS: 0.0}, sample_weight_col="w", **common)
+                               class_weight={ZERO_CLASS: 0.0}, sample_weight_col="w", **{k: v for k, v in common.items() if k != "num_workers"})
     m = t.train(train_df)
     pred = np.asarray(m.predict(x_test, verbose=0)).argmax(1)
     recall = {int(c): float((pred[y_test == c] == c).mean()) for c in range(10)}
