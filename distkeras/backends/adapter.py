@@ -15,7 +15,11 @@ Two training paths, with the same results:
   state carried through the window and written back to the variables once; on
   TensorFlow one ``tf.function`` loops over the window (``tf.while_loop``). Before
   the first fast window, the optimizer and metric state are built symbolically (as
-  ``fit`` does); windows of other kinds of batches (dicts, ragged) take the generic path.
+  ``fit`` does); windows of other kinds of batches (ragged, mixed) take the generic path.
+
+A model with several inputs or outputs takes its batches as lists or dicts of arrays (as
+``model.fit`` does), on every path; per-sample weights (``sample_weights``, one ``(batch,)``
+array per batch) go to the loss and the weighted metrics as ``fit``'s ``sample_weight``.
 
 Batches must keep one shape (JAX compiles once per shape): see
 :func:`distkeras.backends.make_batches`, which drops the last partial batch.
@@ -27,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from distkeras.backends.batches import pad_to_multiple, stack_batches
+from distkeras.backends.batches import map_structure, num_rows, pad_to_multiple, stack_batches
 from distkeras.backends.errors import BackendError
 from distkeras.backends.select import import_keras
 from distkeras.backends.spec import ModelSpec, check_built, model_layout
@@ -110,11 +114,15 @@ class KerasAdapter:
         self._io.set(self.layout.check_vector(vector))
 
     # -- training ----------------------------------------------------------------------------
-    def train_window(self, x_batches: Sequence[Any] | np.ndarray, y_batches: Sequence[Any] | np.ndarray) -> dict[str, float]:
+    def train_window(
+        self, x_batches: Sequence[Any] | np.ndarray, y_batches: Sequence[Any] | np.ndarray, sample_weights: Sequence[Any] | np.ndarray | None = None
+    ) -> dict[str, float]:
         """One training step per batch, in order; the metrics averaged over the window.
 
         ``x_batches``/``y_batches`` are sequences of batches of equal length (or arrays of
-        shape ``(n_batches, batch_size, ...)`` as made by ``make_batches``). Returns the
+        shape ``(n_batches, batch_size, ...)`` as made by ``make_batches``); for a model with
+        several inputs (outputs) each batch is a list or dict of arrays. ``sample_weights``:
+        optional, one ``(batch_size,)`` array per batch. Returns the
         model's metrics (``loss`` and the compiled metrics) as floats over the window's
         samples: on the fast paths Keras accumulates them over the window (as ``fit`` does
         over an epoch); the generic path averages the per-batch values weighted by batch
@@ -125,16 +133,20 @@ class KerasAdapter:
             raise ValueError(f"train_window got {n_x} x batches but {n_y} y batches")
         if n_x == 0:
             raise ValueError("train_window got an empty window (no batches)")
+        if sample_weights is not None and len(sample_weights) != n_x:
+            raise ValueError(f"train_window got {n_x} x batches but {len(sample_weights)} sample weight batches")
         if self._window_runner is not None:
             xs, ys = stack_batches(x_batches), stack_batches(y_batches)
-            if xs is not None and ys is not None and len(xs) == len(ys):
+            ws = stack_batches(sample_weights) if sample_weights is not None else None
+            if xs is not None and ys is not None and (ws is not None or sample_weights is None) and num_rows(xs) == num_rows(ys):
                 if not self._built:
-                    self._built = self._build_state(xs[0], ys[0])
+                    first = lambda a: a[0]  # noqa: E731
+                    self._built = self._build_state(map_structure(first, xs), map_structure(first, ys), None if ws is None else ws[0])
                 if self._built:
-                    return self._window_runner(xs, ys)
-        return self.train_window_generic(x_batches, y_batches)
+                    return self._window_runner(xs, ys) if ws is None else self._window_runner(xs, ys, ws)
+        return self.train_window_generic(x_batches, y_batches, sample_weights)
 
-    def _build_state(self, x, y) -> bool:
+    def _build_state(self, x, y, sample_weight=None) -> bool:
         """Create the optimizer and metric variables before a fast window (they cannot be
         created inside a compiled loop). Uses Keras's symbolic build (no step, no compile);
         where that is unavailable, the first window takes the generic path, which builds them."""
@@ -142,17 +154,18 @@ class KerasAdapter:
         if build is None:  # pragma: no cover - other Keras versions
             return False
         try:
-            build(data_batch=(x, y, None))
+            build(data_batch=(x, y, sample_weight))
         except Exception:  # pragma: no cover - let the generic path build (or raise)
             return False
         return bool(self._model.optimizer.built)
 
-    def train_window_generic(self, x_batches, y_batches) -> dict[str, float]:
+    def train_window_generic(self, x_batches, y_batches, sample_weights=None) -> dict[str, float]:
         """The reference path: ``model.train_on_batch`` per batch, metrics weighted by batch size."""
         totals: dict[str, float] = {}
         count = 0
-        for x, y in zip(x_batches, y_batches):
-            logs = self._model.train_on_batch(x, y, return_dict=True)
+        weights = sample_weights if sample_weights is not None else [None] * len(x_batches)
+        for x, y, w in zip(x_batches, y_batches, weights):
+            logs = self._model.train_on_batch(x, y, sample_weight=w, return_dict=True)
             size = _batch_size(x)
             for key, value in logs.items():
                 totals[key] = totals.get(key, 0.0) + _to_float(value) * size
@@ -161,14 +174,14 @@ class KerasAdapter:
         return {key: value / count for key, value in totals.items()}
 
     # -- inference ---------------------------------------------------------------------------
-    def evaluate(self, x, y, batch_size: int = 64) -> dict[str, float]:
+    def evaluate(self, x, y, batch_size: int = 64, sample_weight=None) -> dict[str, float]:
         """``model.evaluate`` as a dict of floats (exact metrics; the last batch may be partial)."""
-        logs = self._model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+        logs = self._model.evaluate(x, y, batch_size=batch_size, sample_weight=sample_weight, verbose=0, return_dict=True)
         return {key: _to_float(value) for key, value in logs.items()}
 
     def predict(self, x, batch_size: int = 64) -> np.ndarray:
         """Predictions for ``x``; the last partial batch is padded to ``batch_size`` (fixed shapes), then cut."""
-        padded, n = pad_to_multiple(np.asarray(x), batch_size)
+        padded, n = pad_to_multiple(x if isinstance(x, (list, tuple, dict)) else np.asarray(x), batch_size)
         out = self._model.predict(padded, batch_size=batch_size, verbose=0)
         if isinstance(out, dict):
             return {k: np.asarray(v)[:n] for k, v in out.items()}

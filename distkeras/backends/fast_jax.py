@@ -49,7 +49,9 @@ class JaxWindowRunner:
             self._fresh_metrics = self._jax.jit(lambda: [self._jax.numpy.asarray(v) for v in reset_values])
         return self._fresh_metrics()
 
-    def __call__(self, xs: np.ndarray, ys: np.ndarray) -> dict[str, float]:
+    def __call__(self, xs, ys, ws=None) -> dict[str, float]:
+        """``xs``/``ys``: ``(n_batches, batch, ...)`` arrays, or lists/dicts of them (several
+        inputs/outputs); ``ws``: optional ``(n_batches, batch)`` sample weights."""
         trainable, non_trainable, optimizer_vars, metric_vars = groups = self._groups()
         state = (
             [v.value for v in trainable],
@@ -58,8 +60,17 @@ class JaxWindowRunner:
             self._reset_metric_state(metric_vars),
         )
         logs = None
-        for x, y in zip(xs, ys):
-            logs, state = self._step(state, (x, y))
+        if ws is None and isinstance(xs, np.ndarray) and isinstance(ys, np.ndarray):
+            for x, y in zip(xs, ys):
+                logs, state = self._step(state, (x, y))
+        else:
+            from distkeras.backends.batches import map_structure, num_rows
+
+            for i in range(num_rows(xs)):
+                data = (map_structure(lambda a: a[i], xs), map_structure(lambda a: a[i], ys))
+                if ws is not None:
+                    data += (ws[i],)
+                logs, state = self._step(state, data)
         for group, values in zip(groups, state):
             for variable, value in zip(group, values):
                 variable.assign(value)

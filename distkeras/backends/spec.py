@@ -156,6 +156,49 @@ def _model_weights_vector(model) -> tuple[Layout, np.ndarray]:
     return layout, layout.flatten([variable_to_numpy(v) for v in model.weights])
 
 
+def _struct_entries(struct, tensors, fallback_names) -> tuple[list[tuple[str, Any]], str]:
+    if isinstance(struct, dict):
+        return [(str(k), struct[k]) for k in sorted(struct)], "dict"  # Keras flattens dicts by sorted key
+    names = list(fallback_names) if fallback_names is not None else [getattr(t, "name", None) for t in tensors]
+    entries = [(str(n if n else f"{i}"), t) for i, (n, t) in enumerate(zip(names, tensors))]
+    return entries, "single" if len(entries) == 1 else "list"
+
+
+def model_signature(model) -> dict | None:
+    """The model's inputs and outputs as plain data (JSON-able), for the data feed::
+
+        {"inputs": [{"name": ..., "shape": [...]}, ...], "input_struct": "single" | "list" | "dict",
+         "outputs": [...], "output_struct": ...}
+
+    Shapes leave out the batch dimension (unknown dimensions are None). Names are the dict keys
+    of a model built on dicts, else the input tensors' names and ``model.output_names``. Flat
+    order is Keras's (``model.inputs``/``model.outputs``). None for a model without symbolic
+    inputs (e.g. a subclassed model)."""
+    inputs = getattr(model, "inputs", None)
+    outputs = getattr(model, "outputs", None)
+    if not inputs or not outputs:
+        return None
+
+    def shape(t) -> list:
+        return [None if d is None else int(d) for d in tuple(t.shape)[1:]]
+
+    ins, in_struct = _struct_entries(getattr(model, "_inputs_struct", None), inputs, None)
+    first = (getattr(model, "_layers", None) or [None])[0]
+    if len(ins) == 1 and type(first).__name__ == "InputLayer":  # a Sequential: its Input's name
+        ins = [(first.name, ins[0][1])]
+    try:
+        out_names = list(model.output_names)
+    except AttributeError:  # Sequential
+        out_names = [model.layers[-1].name] if len(outputs) == 1 and model.layers else None
+    outs, out_struct = _struct_entries(getattr(model, "_outputs_struct", None), outputs, out_names)
+    return {
+        "inputs": [{"name": n, "shape": shape(t)} for n, t in ins],
+        "input_struct": in_struct,
+        "outputs": [{"name": n, "shape": shape(t)} for n, t in outs],
+        "output_struct": out_struct,
+    }
+
+
 def check_built(model) -> None:
     """Raise :class:`ModelNotBuiltError` unless ``model`` has its weights."""
     if not getattr(model, "built", False):

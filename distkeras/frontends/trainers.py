@@ -51,6 +51,11 @@ strategies, default 600 s): how long a worker waits for the others to commit to 
 before the run fails naming the worker(s) that did not (None: wait forever);
 ``progress=`` shows a progress bar; ``spark=`` the SparkSession (default: the active one, or a
 local one started for you).
+
+Several inputs and outputs: ``features_col``/``label_col`` take a list of columns (in the model's
+input/output order) or a dict from input/output name to column. ``sample_weight_col=`` (a numeric
+column) and ``class_weight=`` (``{class: weight}``) weight the samples as in ``model.fit`` (both:
+their product); validation metrics stay unweighted.
 """
 
 from __future__ import annotations
@@ -104,8 +109,8 @@ class Trainer:
         metrics: Any = ("accuracy",),
         num_workers: int = 2,
         batch_size: int = 32,
-        features_col: str = "features",
-        label_col: str = "label",
+        features_col: str | list | dict = "features",
+        label_col: str | list | dict = "label",
         num_epoch: int = 1,
         *,
         loss_weights: Any = None,
@@ -123,6 +128,8 @@ class Trainer:
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
         spark=None,
+        sample_weight_col: str | None = None,
+        class_weight: dict | None = None,
         **strategy_params: Any,
     ):
         if not self.strategy_name:
@@ -133,6 +140,7 @@ class Trainer:
             strategy_params,
         )  # fmt: skip
         from distkeras.backends import ModelSpec, select_backend
+        from distkeras.backends.spec import model_signature
 
         select_backend(backend)
         compile_kwargs = {"loss_weights": loss_weights} if loss_weights is not None else None
@@ -140,7 +148,9 @@ class Trainer:
             keras_model, worker_optimizer, loss, list(metrics) if metrics else None, compile_kwargs=compile_kwargs
         )
         self.keras_model = keras_model
-        self.input_shape = tuple(int(d) for d in keras_model.inputs[0].shape[1:]) if getattr(keras_model, "inputs", None) else None
+        self.signature = model_signature(keras_model)
+        first_input = self.signature["inputs"][0]["shape"] if self.signature else None
+        self.input_shape = tuple(first_input) if first_input and None not in first_input else None
         self.strategy = get_strategy(self.strategy_name, **strategy_params)
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
@@ -157,6 +167,8 @@ class Trainer:
         self.features_col = features_col
         self.label_col = label_col
         self.loss_weights = loss_weights
+        self.sample_weight_col = sample_weight_col
+        self.class_weight = dict(class_weight) if class_weight else None
         self.backend = backend
         self.codec = codec
         self.shards = int(shards)
@@ -218,8 +230,8 @@ class Trainer:
             )
         for name, value in values.items():
             if name in ("features_col", "label_col"):
-                if not isinstance(value, str):
-                    raise self._wrong(name, value, "a column name (str)")
+                if not isinstance(value, (str, list, tuple, dict)) or (not isinstance(value, str) and not value):
+                    raise self._wrong(name, value, "a column name (str), or a list/dict of them for several inputs or outputs")
             elif not _is_int(value):
                 raise self._wrong(name, value, "an int")
         defaults = get_strategy(self.strategy_name).params()
@@ -267,6 +279,7 @@ class Trainer:
             seed=self.seed,
             progress=self.progress,
             input_shape=self.input_shape,
+            signature=self.signature,
             repartition=self.repartition,
             ps_host=self.ps_host,
             ps_bind=self.ps_bind,
@@ -295,7 +308,7 @@ class Trainer:
         if validation is not None:
             from distkeras.spark.inference import collect_numpy
 
-            xv, yv = collect_numpy(validation, self.features_col, self.label_col, self.input_shape)
+            xv, yv = collect_numpy(validation, self.features_col, self.label_col, self.input_shape, signature=self.signature)
 
             def evaluate_center(center: np.ndarray) -> dict:
                 adapter.set_flat(center)
@@ -319,6 +332,8 @@ class Trainer:
                 spark=self.spark,
                 evaluate_center=evaluate_center,
                 on_epoch=driver.on_epoch if driver is not None else None,
+                sample_weight_col=self.sample_weight_col,
+                class_weight=self.class_weight,
             )
             center = driver.end(result.center) if driver is not None else result.center
         finally:
@@ -362,8 +377,8 @@ class SingleTrainer(Trainer):
         worker_optimizer: Any = "adam",
         loss: Any = "sparse_categorical_crossentropy",
         metrics: Sequence[Any] | None = ("accuracy",),
-        features_col: str = "features",
-        label_col: str = "label",
+        features_col: str | list | dict = "features",
+        label_col: str | list | dict = "label",
         num_epoch: int = 1,
         batch_size: int = 32,
         loss_weights: Any = None,
@@ -381,6 +396,8 @@ class SingleTrainer(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        sample_weight_col: str | None = None,
+        class_weight: dict | None = None,
         spark: Any = None,
     ) -> None:
         self._init(dict(locals(), num_workers=1))
@@ -418,8 +435,8 @@ class AveragingTrainer(Trainer):
         worker_optimizer: Any = "adam",
         loss: Any = "sparse_categorical_crossentropy",
         metrics: Sequence[Any] | None = ("accuracy",),
-        features_col: str = "features",
-        label_col: str = "label",
+        features_col: str | list | dict = "features",
+        label_col: str | list | dict = "label",
         num_epoch: int = 1,
         batch_size: int = 32,
         num_workers: int = 2,
@@ -439,6 +456,8 @@ class AveragingTrainer(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        sample_weight_col: str | None = None,
+        class_weight: dict | None = None,
         spark: Any = None,
     ) -> None:
         self._init(locals())
@@ -475,8 +494,8 @@ class EnsembleTrainer(Trainer):
         worker_optimizer: Any = "adam",
         loss: Any = "sparse_categorical_crossentropy",
         metrics: Sequence[Any] | None = ("accuracy",),
-        features_col: str = "features",
-        label_col: str = "label",
+        features_col: str | list | dict = "features",
+        label_col: str | list | dict = "label",
         batch_size: int = 32,
         num_ensembles: int = 2,
         loss_weights: Any = None,
@@ -495,6 +514,8 @@ class EnsembleTrainer(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        sample_weight_col: str | None = None,
+        class_weight: dict | None = None,
         spark: Any = None,
     ) -> None:
         self._init(locals())
@@ -536,8 +557,8 @@ class DOWNPOUR(Trainer):
         metrics: Sequence[Any] | None = ("accuracy",),
         num_workers: int = 2,
         batch_size: int = 32,
-        features_col: str = "features",
-        label_col: str = "label",
+        features_col: str | list | dict = "features",
+        label_col: str | list | dict = "label",
         num_epoch: int = 1,
         communication_window: int = 5,
         master_port: int | None = None,
@@ -557,6 +578,8 @@ class DOWNPOUR(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        sample_weight_col: str | None = None,
+        class_weight: dict | None = None,
         spark: Any = None,
     ) -> None:
         self._init(locals())
@@ -601,8 +624,8 @@ class ADAG(Trainer):
         metrics: Sequence[Any] | None = ("accuracy",),
         num_workers: int = 2,
         batch_size: int = 32,
-        features_col: str = "features",
-        label_col: str = "label",
+        features_col: str | list | dict = "features",
+        label_col: str | list | dict = "label",
         num_epoch: int = 1,
         communication_window: int = 12,
         master_port: int | None = None,
@@ -622,6 +645,8 @@ class ADAG(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        sample_weight_col: str | None = None,
+        class_weight: dict | None = None,
         spark: Any = None,
     ) -> None:
         self._init(locals())
@@ -665,8 +690,8 @@ class DynSGD(Trainer):
         metrics: Sequence[Any] | None = ("accuracy",),
         num_workers: int = 2,
         batch_size: int = 32,
-        features_col: str = "features",
-        label_col: str = "label",
+        features_col: str | list | dict = "features",
+        label_col: str | list | dict = "label",
         num_epoch: int = 1,
         communication_window: int = 5,
         master_port: int | None = None,
@@ -686,6 +711,8 @@ class DynSGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        sample_weight_col: str | None = None,
+        class_weight: dict | None = None,
         spark: Any = None,
     ) -> None:
         self._init(locals())
@@ -731,8 +758,8 @@ class AEASGD(Trainer):
         metrics: Sequence[Any] | None = ("accuracy",),
         num_workers: int = 2,
         batch_size: int = 32,
-        features_col: str = "features",
-        label_col: str = "label",
+        features_col: str | list | dict = "features",
+        label_col: str | list | dict = "label",
         num_epoch: int = 1,
         communication_window: int = 32,
         rho: float = 5.0,
@@ -754,6 +781,8 @@ class AEASGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        sample_weight_col: str | None = None,
+        class_weight: dict | None = None,
         spark: Any = None,
     ) -> None:
         self._init(locals())
@@ -799,8 +828,8 @@ class EAMSGD(Trainer):
         metrics: Sequence[Any] | None = ("accuracy",),
         num_workers: int = 2,
         batch_size: int = 32,
-        features_col: str = "features",
-        label_col: str = "label",
+        features_col: str | list | dict = "features",
+        label_col: str | list | dict = "label",
         num_epoch: int = 1,
         communication_window: int = 32,
         rho: float = 5.0,
@@ -823,6 +852,8 @@ class EAMSGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        sample_weight_col: str | None = None,
+        class_weight: dict | None = None,
         spark: Any = None,
     ) -> None:
         self._init(locals())
@@ -860,8 +891,8 @@ class EASGD(Trainer):
         metrics: Sequence[Any] | None = ("accuracy",),
         num_workers: int = 2,
         batch_size: int = 32,
-        features_col: str = "features",
-        label_col: str = "label",
+        features_col: str | list | dict = "features",
+        label_col: str | list | dict = "label",
         num_epoch: int = 1,
         communication_window: int = 32,
         rho: float = 5.0,
@@ -881,6 +912,8 @@ class EASGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        sample_weight_col: str | None = None,
+        class_weight: dict | None = None,
         spark: Any = None,
     ) -> None:
         self._init(locals())
@@ -926,8 +959,8 @@ class Experimental(Trainer):
         metrics: Sequence[Any] | None = ("accuracy",),
         num_workers: int = 2,
         batch_size: int = 32,
-        features_col: str = "features",
-        label_col: str = "label",
+        features_col: str | list | dict = "features",
+        label_col: str | list | dict = "label",
         num_epoch: int = 1,
         communication_window: int = 12,
         learning_rate: float = 0.1,
@@ -948,6 +981,8 @@ class Experimental(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        sample_weight_col: str | None = None,
+        class_weight: dict | None = None,
         spark: Any = None,
     ) -> None:
         self._init(locals())
@@ -983,8 +1018,8 @@ class LocalSGD(Trainer):
         metrics: Sequence[Any] | None = ("accuracy",),
         num_workers: int = 2,
         batch_size: int = 32,
-        features_col: str = "features",
-        label_col: str = "label",
+        features_col: str | list | dict = "features",
+        label_col: str | list | dict = "label",
         num_epoch: int = 1,
         communication_window: int = 8,
         *,
@@ -1002,6 +1037,8 @@ class LocalSGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        sample_weight_col: str | None = None,
+        class_weight: dict | None = None,
         spark: Any = None,
     ) -> None:
         self._init(locals())
@@ -1041,8 +1078,8 @@ class DiLoCo(Trainer):
         metrics: Sequence[Any] | None = ("accuracy",),
         num_workers: int = 2,
         batch_size: int = 32,
-        features_col: str = "features",
-        label_col: str = "label",
+        features_col: str | list | dict = "features",
+        label_col: str | list | dict = "label",
         num_epoch: int = 1,
         communication_window: int = 16,
         outer_learning_rate: float = 0.7,
@@ -1062,6 +1099,8 @@ class DiLoCo(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        sample_weight_col: str | None = None,
+        class_weight: dict | None = None,
         spark: Any = None,
     ) -> None:
         self._init(locals())

@@ -63,6 +63,9 @@ class RunOptions:
     seed: int = 0
     progress: bool = True
     input_shape: tuple[int, ...] | None = None
+    # The model's inputs and outputs (names, shapes; distkeras.backends.spec.model_signature), to
+    # match several feature/label columns to them. None: one input, one output.
+    signature: dict | None = None
     # False: the DataFrame's partitions are the workers' shards as they are (exactly num_workers
     # of them, e.g. a DataFrame cached after repartition(num_workers)), which saves shuffling
     # the whole data set at every run; True: round-robin repartition (balanced, mixed shards).
@@ -228,13 +231,19 @@ def run_training(
     strategy: Strategy,
     options: RunOptions,
     *,
-    features_col: str,
-    label_col: str,
+    features_col,
+    label_col,
     spark=None,
     evaluate_center: Callable[[np.ndarray], dict] | None = None,
     on_epoch: Callable[[dict, np.ndarray], bool] | None = None,
+    sample_weight_col: str | None = None,
+    class_weight: dict | None = None,
 ) -> TrainingResult:
     """Train ``spec`` (a backends.ModelSpec carrying its initial weights) on ``df`` under ``strategy``.
+
+    ``features_col``/``label_col``: a column, or for several inputs/outputs a list (model order)
+    or dict (input/output name -> column), matched through ``options.signature``;
+    ``sample_weight_col`` and ``class_weight`` weight the samples as in ``model.fit``.
 
     Per-epoch records: with ``evaluate_center`` (center -> metrics) or ``on_epoch``, the center
     of every epoch is evaluated and recorded in ``history.epochs`` as ``{epoch, samples,
@@ -264,7 +273,15 @@ def run_training(
     from .diagnose import explained
 
     with explained(spark):  # the feed's probe is the run's first job on the executors
-        prepared, feed_spec = feed.prepare(df, features_col, label_col, input_shape=options.input_shape)
+        prepared, feed_spec = feed.prepare(
+            df,
+            features_col,
+            label_col,
+            input_shape=options.input_shape,
+            signature=options.signature,
+            sample_weight_col=sample_weight_col,
+            class_weight=class_weight,
+        )
     initial = np.asarray(spec.weights, dtype=np.float32)
     history = History(strategy=strategy.name, params=strategy.params())
     config = WorkerConfig(
@@ -332,8 +349,8 @@ def run_training(
         history.timings["setup_seconds"] = time.perf_counter() - t0
         cfg = config.to_dict()
 
-        def worker_fn(worker: int, attempt: int, x: np.ndarray, y: np.ndarray) -> dict:
-            return run_worker(WorkerConfig(**cfg), worker, attempt, x, y)
+        def worker_fn(worker: int, attempt: int, x, y, sample_weight: np.ndarray | None = None) -> dict:
+            return run_worker(WorkerConfig(**cfg), worker, attempt, x, y, sample_weight)
 
         t1 = time.perf_counter()
         history.timings["job_submitted_at"] = time.time()

@@ -27,7 +27,7 @@ import numpy as np
 
 from distkeras.spark.diagnose import error_text, explain
 from distkeras.spark.errors import NotEnoughSlotsError, WorkerError
-from distkeras.spark.feed import FeedSpec, collect_partition, partition_data, prepare
+from distkeras.spark.feed import FeedSpec, collect_arrays, partition_data, prepare
 from distkeras.spark.session import task_slots
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -91,7 +91,7 @@ class _WorkerTask:
 
     def __init__(self, worker_fn: WorkerFn, spec: FeedSpec, barrier: bool):
         self.worker_fn = worker_fn
-        self.spec = spec
+        self.spec_json = spec.to_json()  # plain data in the closure
         self.barrier = barrier
 
     def __call__(self, batches):
@@ -103,8 +103,11 @@ class _WorkerTask:
         worker_id, attempt = ctx.partitionId(), ctx.attemptNumber()
         _current = TaskInfo(worker_id, attempt, ctx.taskAttemptId(), ctx.stageId(), self.barrier, ctx)
         try:
-            x, y = collect_partition(batches, self.spec)
-            summary = self.worker_fn(worker_id, attempt, x, y)
+            x, y, w = collect_arrays(batches, FeedSpec.from_json(self.spec_json))
+            if w is None:
+                summary = self.worker_fn(worker_id, attempt, x, y)
+            else:  # a weighted feed (sample_weight_col / class_weight)
+                summary = self.worker_fn(worker_id, attempt, x, y, sample_weight=w)
             if not isinstance(summary, dict):
                 raise TypeError(f"worker_fn must return a dict (a JSON-serializable summary), got {type(summary).__name__}")
             try:
@@ -171,6 +174,9 @@ def run_workers(
 ) -> list[dict]:
     """Run ``worker_fn(worker_id, attempt, x, y) -> dict`` once per partition, ``num_workers``
     partitions, and return the summaries in worker order (``summaries[i]`` from worker ``i``).
+    For several inputs/outputs ``x``/``y`` are lists or dicts of arrays; a weighted feed (the
+    spec has a sample-weight column or class weights) calls
+    ``worker_fn(worker_id, attempt, x, y, sample_weight=w)``.
 
     ``df`` is prepared with :func:`~distkeras.spark.feed.prepare` unless ``spec`` is given (then
     ``df`` must already be prepared). ``repartition=False`` uses ``df``'s partitions as they are

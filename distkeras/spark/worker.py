@@ -64,29 +64,46 @@ def epoch_order(n: int, seed: int, worker: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, worker, epoch]).permutation(n)
 
 
-def batch_stream(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, seed: int, worker: int):
+def batch_stream(x, y, batch_size: int, epochs: int, seed: int, worker: int, sample_weight: np.ndarray | None = None):
     """Yield (x_batch, y_batch) for every full batch of every epoch; the last partial batch
-    of an epoch is dropped so every batch has the same shape (JAX compiles once)."""
-    n = x.shape[0]
+    of an epoch is dropped so every batch has the same shape (JAX compiles once).
+
+    ``x``/``y`` may be lists or dicts of arrays (several inputs/outputs); with
+    ``sample_weight`` the batches are (x_batch, y_batch, w_batch). Every array is indexed with
+    the same permutation, so rows stay together."""
+    from distkeras.backends.batches import map_structure, num_rows
+
+    n = num_rows(x)
     per_epoch = n // batch_size
+    plain = isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and sample_weight is None
     for epoch in range(epochs):
         order = epoch_order(n, seed, worker, epoch)
         for b in range(per_epoch):
             idx = order[b * batch_size : (b + 1) * batch_size]
-            yield x[idx], y[idx]
+            if plain:
+                yield x[idx], y[idx]
+                continue
+            take = lambda a: a[idx]  # noqa: E731
+            if sample_weight is None:
+                yield map_structure(take, x), map_structure(take, y)
+            else:
+                yield map_structure(take, x), map_structure(take, y), sample_weight[idx]
 
 
 def windows(stream, window: int):
-    """Group a batch stream into lists of ``window`` batches (the last may be shorter)."""
-    xs, ys = [], []
-    for xb, yb in stream:
-        xs.append(xb)
-        ys.append(yb)
-        if len(xs) == window:
-            yield xs, ys
-            xs, ys = [], []
-    if xs:
-        yield xs, ys
+    """Group a batch stream into lists of ``window`` batches (the last may be shorter): yields
+    ``(xs, ys)``, or ``(xs, ys, ws)`` for a stream of weighted batches."""
+    group: list[list] | None = None
+    for batch in stream:
+        if group is None:
+            group = [[] for _ in batch]
+        for part, item in zip(group, batch):
+            part.append(item)
+        if len(group[0]) == window:
+            yield tuple(group)
+            group = [[] for _ in batch]
+    if group and group[0]:
+        yield tuple(group)
 
 
 #: Adapters built in this Python worker process, by (backend, model spec JSON), most recent last.
@@ -140,15 +157,17 @@ def cached_adapter(spec):
     return adapter
 
 
-def train_window(adapter, xs, ys, full: int) -> dict[str, float]:
+def train_window(adapter, xs, ys, full: int, ws=None) -> dict[str, float]:
     """Train one window. A window shorter than ``full`` (a run's last) runs as one-step windows:
     JAX compiles the fast path once per window length, and length 1 serves every remainder
-    (and every strategy) instead of compiling once more for each run's odd last window."""
+    (and every strategy) instead of compiling once more for each run's odd last window.
+    ``ws``: the batches' sample weights, or None."""
     if len(xs) == full or len(xs) == 1:
-        return adapter.train_window(xs, ys)
+        return adapter.train_window(xs, ys) if ws is None else adapter.train_window(xs, ys, ws)
     totals: dict[str, float] = {}
-    for xb, yb in zip(xs, ys):  # equal batch sizes: the window's mean is the mean of the steps
-        for key, value in adapter.train_window([xb], [yb]).items():
+    for i, (xb, yb) in enumerate(zip(xs, ys)):  # equal batch sizes: the window's mean is the mean of the steps
+        logs = adapter.train_window([xb], [yb]) if ws is None else adapter.train_window([xb], [yb], [ws[i]])
+        for key, value in logs.items():
             totals[key] = totals.get(key, 0.0) + value
     return {key: value / len(xs) for key, value in totals.items()}
 
@@ -219,14 +238,18 @@ def fencing_attempt(attempt: int) -> int:
     return int(task.task_attempt_id) if task is not None else int(attempt)
 
 
-def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """Train on (x, y) under the configured strategy; return a JSON-able summary. ``attempt``
-    is Spark's attempt number (reported); the server fences by :func:`fencing_attempt`."""
+def run_worker(config: WorkerConfig, worker: int, attempt: int, x, y, sample_weight: np.ndarray | None = None) -> dict[str, Any]:
+    """Train on (x, y) under the configured strategy; return a JSON-able summary. ``x``/``y``
+    may be lists or dicts of arrays (several inputs/outputs); ``sample_weight``: per-sample
+    weights (the feed's weight column times the class weights) or None. ``attempt`` is Spark's
+    attempt number (reported); the server fences by :func:`fencing_attempt`."""
     started_at = time.time()  # wall clock, to line up with the driver's (same clock in local mode)
     t_start = time.perf_counter()
     adapter, strategy = build_adapter(config)
     t_built = time.perf_counter()
-    n = int(x.shape[0])
+    from distkeras.backends.batches import num_rows
+
+    n = num_rows(x)
     if n < config.batch_size:
         raise ValueError(
             f"worker {worker} has {n} rows, fewer than one batch of {config.batch_size}; "
@@ -246,14 +269,14 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y
         "batches_per_epoch": batches_per_epoch,
         "build_seconds": t_built - t_start,  # Keras import (first task of a Python worker) + model
     }
-    stream = batch_stream(x, y, config.batch_size, config.epochs, config.seed, worker)
+    stream = batch_stream(x, y, config.batch_size, config.epochs, config.seed, worker, sample_weight)
 
     if not strategy.exchanges:
         adapter.set_flat(decode_vector(config.initial_b64))
         per_epoch: list[str] = []
-        for i, (xs, ys) in enumerate(windows(stream, batches_per_epoch)):
+        for i, (xs, ys, *ws) in enumerate(windows(stream, batches_per_epoch)):
             t0 = time.perf_counter()
-            metrics = adapter.train_window(xs, ys)
+            metrics = adapter.train_window(xs, ys, *ws)
             history.append({"epoch": i, "loss": float(metrics.get("loss", np.nan)), "seconds": time.perf_counter() - t0, "samples": len(xs) * config.batch_size})
             if config.epoch_weights:
                 per_epoch.append(encode_vector(adapter.get_flat()))
@@ -283,12 +306,12 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x: np.ndarray, y
         wstate = strategy.init_worker(center)
         pulled = center
         committed_round = -1
-        for xs, ys in windows(stream, window):
+        for xs, ys, *ws in windows(stream, window):
             if should_stop(client.stop_signal, strategy.synchronous, committed_round):
                 stopped = True
                 break
             t0 = time.perf_counter()
-            metrics = train_window(adapter, xs, ys, window)
+            metrics = train_window(adapter, xs, ys, window, *ws)
             t1 = time.perf_counter()
             wstate, local, pulled, info = exchange(strategy, client, wstate, adapter.get_flat(), pulled, len(xs) * config.batch_size)
             adapter.set_flat(local)

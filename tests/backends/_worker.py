@@ -206,6 +206,79 @@ def task_fast_vs_generic(keras, backend, workdir):
     return facts
 
 
+def two_io_spec(keras, lr=0.05, optimizer=None):
+    """A functional model with two inputs ('pixels' (4, 4, 1), 'meta' (3,)) and two outputs
+    ('cls': 3-way softmax, 'reg': one value)."""
+    keras.utils.set_random_seed(6)
+    pixels = keras.Input((4, 4, 1), name="pixels")
+    meta = keras.Input((3,), name="meta")
+    h = keras.layers.Concatenate()([keras.layers.Flatten()(pixels), meta])
+    h = keras.layers.Dense(8, activation="relu")(h)
+    cls = keras.layers.Dense(3, activation="softmax", name="cls")(h)
+    reg = keras.layers.Dense(1, name="reg")(h)
+    model = keras.Model([pixels, meta], [cls, reg], name="two_io")
+    return ModelSpec.from_model(model, optimizer or keras.optimizers.SGD(lr), ["sparse_categorical_crossentropy", "mse"])
+
+
+def two_io_batches(n_batches, seed=8):
+    rng = np.random.default_rng(seed)
+    n = n_batches * B
+    xp = rng.normal(size=(n, 4, 4, 1)).astype("float32")
+    xm = rng.normal(size=(n, 3)).astype("float32")
+    yc = rng.integers(0, 3, size=n).astype("int32")
+    yr = rng.normal(size=n).astype("float32")
+    w = rng.uniform(0.0, 2.0, size=n).astype("float32")
+    cut = lambda a: [a[i : i + B] for i in range(0, n, B)]  # noqa: E731
+    xs = [{"pixels": p, "meta": m} for p, m in zip(cut(xp), cut(xm))]  # dict inputs, by name
+    ys = [[c, r] for c, r in zip(cut(yc), cut(yr))]  # list outputs, in order
+    return xs, ys, cut(w)
+
+
+def task_multi_io_fast_vs_generic(keras, backend, workdir):
+    """Two inputs (a dict by input name), two outputs (a list), per-sample weights: the fast path
+    equals the generic train_on_batch path, window after window, and weighting every sample by
+    2 under SGD(lr) is unweighted SGD(2 lr)."""
+    spec = two_io_spec(keras, optimizer=keras.optimizers.Adam(0.01))
+    xs, ys, ws = two_io_batches(3 * W)
+    fast, generic = KerasAdapter.from_spec(spec), KerasAdapter.from_spec(spec, fast=False)
+    facts = {"fast_path": fast.fast_path, "weight_diffs": [], "loss_diffs": [], "logs_keys": None}
+    for i in range(3):
+        part = slice(i * W, (i + 1) * W)
+        weights = ws[part] if i != 1 else None  # a window without weights in between
+        lf = fast.train_window(xs[part], ys[part], weights)
+        lg = generic.train_window(xs[part], ys[part], weights)
+        assert sorted(lf) == sorted(lg), (lf, lg)
+        facts["logs_keys"] = sorted(lf)
+        facts["loss_diffs"].append(max(abs(lf[k] - lg[k]) for k in lf))
+        facts["weight_diffs"].append(float(np.max(np.abs(fast.get_flat() - generic.get_flat()))))
+    if backend in ("jax", "tensorflow"):
+        assert fast.fast_path is not None
+    assert {"loss", "cls_loss", "reg_loss"} <= set(facts["logs_keys"]), facts
+    assert max(facts["weight_diffs"]) <= 1e-5, facts
+    assert max(facts["loss_diffs"]) <= 1e-5, facts
+    # weights matter: the same window with weights differs from it without
+    a, b = KerasAdapter.from_spec(spec), KerasAdapter.from_spec(spec)
+    a.train_window(xs[:W], ys[:W], ws[:W])
+    b.train_window(xs[:W], ys[:W])
+    facts["weighted_vs_unweighted"] = float(np.max(np.abs(a.get_flat() - b.get_flat())))
+    assert facts["weighted_vs_unweighted"] > 1e-4, facts
+    # weight 2 on every sample with SGD(0.05) == unweighted SGD(0.1) (the gradient doubles)
+    twice = [np.full_like(w, 2.0) for w in ws[:W]]
+    w2 = KerasAdapter.from_spec(two_io_spec(keras, lr=0.05))
+    lr2 = KerasAdapter.from_spec(two_io_spec(keras, lr=0.1))
+    assert np.array_equal(w2.get_flat(), lr2.get_flat())
+    w2.train_window(xs[:W], ys[:W], twice)
+    lr2.train_window(xs[:W], ys[:W])
+    facts["weight2_vs_lr2"] = float(np.max(np.abs(w2.get_flat() - lr2.get_flat())))
+    assert facts["weight2_vs_lr2"] <= 1e-5, facts
+    # predict and evaluate take the structures too
+    pred = fast.predict({"pixels": xs[0]["pixels"][:5], "meta": xs[0]["meta"][:5]}, batch_size=4)
+    assert [np.shape(p) for p in pred] == [(5, 3), (5, 1)], [np.shape(p) for p in pred]
+    logs = fast.evaluate(xs[0], ys[0], batch_size=8, sample_weight=ws[0])
+    assert {"loss", "cls_loss", "reg_loss"} <= set(logs), logs
+    return facts
+
+
 def task_nesterov(keras, backend, workdir):
     spec = bn_spec(keras).with_optimizer("sgd", learning_rate=0.05, momentum=0.9, nesterov=True)
     adapter = KerasAdapter.from_spec(spec)

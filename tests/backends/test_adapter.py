@@ -27,6 +27,7 @@ CHECKS = [
     "flat_roundtrip",
     "optimizer_state",
     "fast_vs_generic",
+    "multi_io_fast_vs_generic",
     "nesterov",
     "inference",
     "custom_layer",
@@ -122,6 +123,12 @@ def test_optimizer_state_persists_across_windows(runs, backend):
 def test_fast_path_matches_generic_path(runs, backend):
     facts = check(runs.main(backend), "fast_vs_generic")
     assert max(facts["weight_diffs"]) <= 1e-5
+
+
+def test_multi_io_weighted_fast_path_matches_generic_path(runs, backend):
+    """Two inputs, two outputs, sample weights: fast path == train_on_batch; weight 2 == 2x the rate (SGD)."""
+    facts = check(runs.main(backend), "multi_io_fast_vs_generic")
+    assert max(facts["weight_diffs"]) <= 1e-5 and facts["weight2_vs_lr2"] <= 1e-5
 
 
 def test_nesterov_worker_optimizer(runs, backend):

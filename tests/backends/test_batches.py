@@ -53,5 +53,12 @@ def test_stack_batches():
     arr = np.zeros((3, 2, 3))
     assert stack_batches(arr) is arr
     assert stack_batches([np.zeros((2, 3)), np.zeros((1, 3))]) is None  # ragged
-    assert stack_batches([{"a": np.zeros(2)}]) is None  # not plain arrays
+    # several inputs: lists/dicts of arrays stack array by array, keeping the structure
+    stacked = stack_batches([{"a": np.zeros((2, 3)), "b": np.ones(2)}, {"a": np.ones((2, 3)), "b": np.zeros(2)}])
+    assert sorted(stacked) == ["a", "b"] and stacked["a"].shape == (2, 2, 3) and stacked["b"].tolist() == [[1, 1], [0, 0]]
+    stacked = stack_batches([[np.zeros((2, 3)), np.ones(2)]] * 3)
+    assert isinstance(stacked, list) and [a.shape for a in stacked] == [(3, 2, 3), (3, 2)]
+    assert stack_batches([{"a": np.zeros(2)}, {"a": np.zeros(1)}]) is None  # ragged inside
+    assert stack_batches([{"a": np.zeros(2)}, {"b": np.zeros(2)}]) is None  # different keys
+    assert stack_batches([[np.zeros(2)], "x"]) is None  # not arrays
     assert stack_batches([]) is None

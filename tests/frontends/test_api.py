@@ -197,7 +197,7 @@ def test_loss_weights_reach_compile(mlp):
     "call, message",
     [
         # our pre-release order (num_workers 5th) on a class whose dist-keras order differs
-        (lambda m: impl.AveragingTrainer(m, "adam", "mse", ["mae"], 4, 32), r"AveragingTrainer: features_col must be a column name \(str\), got 4 \(int\); AveragingTrainer takes dist-keras's positional order \(keras_model, worker_optimizer, loss, metrics, features_col, label_col, num_epoch, batch_size, num_workers, loss_weights\)"),
+        (lambda m: impl.AveragingTrainer(m, "adam", "mse", ["mae"], 4, 32), r"AveragingTrainer: features_col must be a column name \(str\), or a list/dict of them for several inputs or outputs, got 4 \(int\); AveragingTrainer takes dist-keras's positional order \(keras_model, worker_optimizer, loss, metrics, features_col, label_col, num_epoch, batch_size, num_workers, loss_weights\)"),
         (lambda m: impl.EnsembleTrainer(m, "adam", "mse", ["mae"], "f", "l", "x"), r"EnsembleTrainer: batch_size must be an int, got 'x' \(str\)"),
         (lambda m: impl.EnsembleTrainer(m, "adam", "mse", ["mae"], "f", "l", 8, 2.5), r"num_ensembles must be an int, got 2.5"),
         # dist-keras before 0.2 had no metrics argument
@@ -209,7 +209,7 @@ def test_loss_weights_reach_compile(mlp):
         (lambda m: impl.ADAG(m, "adam", "mse", ["mae"], 4, 32, "f", "l", 1, "12"), r"ADAG: communication_window must be an int, got '12' \(str\)"),
         (lambda m: impl.AEASGD(m, "adam", "mse", ["mae"], 4, 32, "f", "l", 1, 12, "5"), r"AEASGD: rho must be a number, got '5' \(str\)"),
         (lambda m: impl.ADAG(m, "adam", "mse", num_workers=True), r"num_workers must be an int, got True \(bool\)"),
-        (lambda m: impl.ADAG(m, "adam", "mse", label_col=None), r"label_col must be a column name \(str\), got None"),
+        (lambda m: impl.ADAG(m, "adam", "mse", label_col=None), r"label_col must be a column name \(str\), or a list/dict of them for several inputs or outputs, got None"),
     ],
 )
 def test_arguments_in_the_wrong_place_are_refused_by_name(mlp, call, message):

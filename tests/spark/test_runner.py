@@ -158,7 +158,7 @@ def _run_without_spark(monkeypatch, services: list, strategy: str, worker_fn_bod
     real_serve = ps.serve
     monkeypatch.setattr(ps, "serve", lambda *a, **k: services.append(real_serve(*a, **k)) or services[-1])
     monkeypatch.setattr(feed, "prepare", lambda df, *a, **k: (_FakeFrame(), None))
-    monkeypatch.setattr(runner, "run_worker", lambda config, w, a, x, y: worker_fn_body(config, w, a))
+    monkeypatch.setattr(runner, "run_worker", lambda config, w, a, x, y, *rest: worker_fn_body(config, w, a))
 
     def run_workers(df, worker_fn, num_workers, **kwargs):
         outs = [{} for _ in range(num_workers)]
