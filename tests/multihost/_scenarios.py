@@ -244,9 +244,10 @@ def scenario_inference(ctx: Context) -> dict:
 
 
 def _worker_host_processes(marker: str) -> list[int]:
-    """Pids of this machine's processes on a worker host (another network namespace than the
-    driver's) whose command line contains ``marker``."""
-    mine = netns_of(os.getpid())
+    """Pids of this machine's processes on one of the cluster's worker hosts (the network
+    namespaces the test passes in DISTKERAS_TEST_WORKER_NETNS) whose command line contains
+    ``marker``."""
+    hosts = set(os.environ["DISTKERAS_TEST_WORKER_NETNS"].split(","))
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -256,8 +257,7 @@ def _worker_host_processes(marker: str) -> list[int]:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        ns = netns_of(int(name))
-        if marker in cmd and ns is not None and ns != mine:
+        if marker in cmd and netns_of(int(name)) in hosts:
             found.append(int(name))
     return found
 

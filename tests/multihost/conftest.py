@@ -90,8 +90,12 @@ def ns_cluster():
 def scenarios(ns_cluster, tmp_path_factory):
     """The report of one run of ``_scenarios.py`` with every scenario (see its docstring)."""
     out_dir = tmp_path_factory.mktemp("multihost-driver")
+    # the worker hosts' network namespaces: the fault scenarios touch processes there only (the
+    # test session's own Spark processes live in other namespaces of this machine)
+    worker_netns = ",".join(f"net:[{ns_cluster.namespace_inode(i)}]" for i in range(1, HOSTS + 1))
     report = ns_cluster.run_driver_json(
-        Path(__file__).with_name("_scenarios.py"), ns_cluster.master_url, str(out_dir), ",".join(SCENARIOS), cwd=str(ROOT), timeout=900
+        Path(__file__).with_name("_scenarios.py"), ns_cluster.master_url, str(out_dir), ",".join(SCENARIOS), cwd=str(ROOT), timeout=900,
+        env={"DISTKERAS_TEST_WORKER_NETNS": worker_netns}
     )
     report["out_dir"] = str(out_dir)
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
