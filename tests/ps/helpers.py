@@ -9,11 +9,27 @@ import sys
 import threading
 import time
 
+import numpy as np
+
+from distkeras.ps import ParameterServerService, PSClient
 from distkeras.ps import protocol as wire
 from distkeras.ps.protocol import FrameReader, pack_parts, send_parts
 from tests.support import ROOT, child_env
 
 SECRET = b"test-secret-0123456789abcdef"
+
+
+def service(strategy="downpour", size=1000, workers=4, **kw) -> ParameterServerService:
+    """A started service with a zero center of ``size`` floats and the test secret."""
+    svc = ParameterServerService(strategy, np.zeros(size, np.float32), workers, SECRET, **kw)
+    svc.start()
+    return svc
+
+
+def client(svc, worker=0, attempt=0, **kw) -> PSClient:
+    """A PSClient of ``svc`` (retrying for 10 s unless told otherwise)."""
+    kw.setdefault("retry_timeout", 10.0)
+    return PSClient(*svc.address, SECRET, worker, attempt, **kw)
 
 
 def raw_connect(address, timeout: float = 10.0) -> tuple[socket.socket, FrameReader, dict]:

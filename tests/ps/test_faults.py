@@ -5,6 +5,7 @@ handshake, wrong addresses, and a final checkpoint that cannot be written."""
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import select
 import socket
@@ -24,21 +25,14 @@ from distkeras.ps import (
 )
 from distkeras.ps import protocol as wire
 from distkeras.ps.protocol import pack_parts, send_parts
-from tests.ps.helpers import SECRET, authenticate, raw_connect, request, run_threads
+from tests.ps import helpers
+from tests.ps.helpers import SECRET, authenticate, client, raw_connect, request, run_threads
 from tests.support import wait_for
 
 F32 = np.float32
 
 
-def service(strategy="downpour", size=10, workers=2, **kw) -> ParameterServerService:
-    svc = ParameterServerService(strategy, np.zeros(size, F32), workers, SECRET, **kw)
-    svc.start()
-    return svc
-
-
-def client(svc, worker=0, attempt=0, **kw) -> PSClient:
-    kw.setdefault("retry_timeout", 10.0)
-    return PSClient(*svc.address, SECRET, worker, attempt, **kw)
+service = functools.partial(helpers.service, size=10, workers=2)  # small centers, two workers
 
 
 def closed_port() -> int:

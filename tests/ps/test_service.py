@@ -27,16 +27,10 @@ from distkeras.ps import (
     ShardedPSClient,
     connect,
 )
-from tests.ps.helpers import SECRET, authenticate, closed_or_error, raw_connect, run_threads
+from tests.ps.helpers import SECRET, authenticate, client, closed_or_error, raw_connect, run_threads, service
 from tests.support import ROOT, child_env, wait_for
 
 F32 = np.float32
-
-
-def service(strategy="downpour", size=1000, workers=4, **kw) -> ParameterServerService:
-    svc = ParameterServerService(strategy, np.zeros(size, F32), workers, SECRET, **kw)
-    svc.start()
-    return svc
 
 
 @pytest.fixture
@@ -44,12 +38,6 @@ def downpour():
     svc = service()
     yield svc
     svc.stop()
-
-
-def client(svc, worker=0, attempt=0, **kw) -> PSClient:
-    host, port = svc.address
-    kw.setdefault("retry_timeout", 10.0)
-    return PSClient(host, port, SECRET, worker, attempt, **kw)
 
 
 # -- basic protocol -------------------------------------------------------------------------
