@@ -6,21 +6,30 @@ one partition per task slot) into NumPy ``(x, y)`` through distkeras' Arrow path
 path older Spark trainers use (``df.collect()`` of Row objects, then ``np.array`` on the driver).
 Both end with the same float32 ``x`` and int32 ``y`` and touch every value (a sum).
 
+Section ``data_feed`` also runs a bare ``mapInArrow`` over the same partitions that only reads
+every value in place: the real ceiling of any Arrow feed (target: ours at >= 0.8 of its rate). The
+ratio to ``collect()`` is reported without a target (the ceiling itself is only ~13x collect here).
+
+Section ``cold_start``: the first ``train()`` of a fresh process against the same call warm, per
+backend, on the digits task of ``elephas_compare.py``.
+
 Section ``training``: for each Keras backend, in its own subprocess with its own ``local[2]``
 session, the time until the test accuracy reaches 95% of plain Keras's final test accuracy on a
-generated 200k x 100, 10-class task (overlapping Gaussian clusters, fixed seed): ``ADAG`` with
-2 workers (one per core) against ``model.fit`` in one process on the same 2 cores. First runs
-("cold") and the median of alternating warm pairs; the training throughput once running; a
-profile of where our time goes (job launch + Arrow feed, Keras import, compiling, windows,
-exchanges). Ratio = baseline time / ours, target 1/1.1 (ours at most 1.1x the baseline's time).
+generated 1M x 100, 10-class task (120 overlapping Gaussian clusters, fixed seed; meant to take
+plain ``model.fit`` a minute or more to the target, which the JSON checks: ``task_big_enough``):
+every strategy at its settings (``STRATEGY_SETTINGS``, one table) with 2 workers (one per core)
+against ``model.fit`` in one process on the same 2 cores. A first ("cold") run, then warm runs
+alternating with the baseline; the fastest strategy is named, with its training throughput once
+running and a profile of where the time goes (job launch + Arrow feed, Keras import, compiling,
+windows, exchanges). Ratio = baseline time / ours, target 1.2 for the fastest strategy.
 
 The SparkSession start and the first job (Python workers starting) are reported separately in the
 JSON's extra fields, not mixed into the rates.
 
-    python benchmarks/end_to_end.py [--quick] [--sections data_feed,training] [--backends jax,tensorflow]
+    python benchmarks/end_to_end.py [--quick] [--sections data_feed,cold_start,training] [--backends jax,tensorflow]
 
-``--quick`` (a couple of minutes): 100k rows for the feed; 60k rows, 2 epochs, one warm pair and
-the JAX backend only for training.
+``--quick`` (minutes): 100k rows for the feed; two calls per backend for the cold start; 60k rows,
+2 epochs, ADAG/DOWNPOUR/LocalSGD and the JAX backend only for training.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from _common import best_of, parser, result, write_results  # noqa: E402
 
 N_FEATURES = 100
 N_CLASSES = 10
+FEED_TARGET = 0.8  # the feed at 80% or more of a bare mapInArrow's rate
 
 
 # --- section: data feed ------------------------------------------------------------------------
@@ -51,6 +61,22 @@ N_CLASSES = 10
 
 def _feed_worker(worker_id: int, attempt: int, x: np.ndarray, y: np.ndarray) -> dict:
     return {"rows": int(len(x)), "sum": float(x.sum(dtype=np.float64)), "labels": int(y.sum(dtype=np.int64))}
+
+
+def _touch_bytes(batches):
+    """The ceiling: a bare ``mapInArrow`` that only reads every value of every Arrow batch in place
+    (the features' float32 buffer and the labels, summed) and returns one row of totals: Spark's
+    own cost of moving the partition into a Python worker, with no conversion at all."""
+    import pyarrow as pa
+
+    rows, total, labels = 0, 0.0, 0
+    for batch in batches:
+        feats = batch.column(0)
+        values = feats.values  # the list array's child: every float of the batch, contiguous
+        total += float(np.frombuffer(values.buffers()[1], np.float32, len(values), values.offset).sum(dtype=np.float64))
+        labels += int(batch.column(1).to_numpy().sum(dtype=np.int64))
+        rows += batch.num_rows
+    yield pa.RecordBatch.from_arrays([pa.array([rows], pa.int64()), pa.array([total]), pa.array([labels], pa.int64())], names=["rows", "sum", "labels"])
 
 
 def section_data_feed(spark, args) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -76,6 +102,10 @@ def section_data_feed(spark, args) -> tuple[list[dict[str, Any]], dict[str, Any]
         summaries = run_workers(data, _feed_worker, workers, spec=spec, repartition=False)
         assert sum(s["rows"] for s in summaries) == rows
 
+    def bare() -> None:
+        table = data.mapInArrow(_touch_bytes, "rows long, sum double, labels long").toArrow()
+        assert sum(table.column("rows").to_pylist()) == rows
+
     def baseline() -> None:
         collected = data.collect()
         x = np.array([r["features"] for r in collected], dtype=np.float32)
@@ -86,18 +116,35 @@ def section_data_feed(spark, args) -> tuple[list[dict[str, Any]], dict[str, Any]
     t0 = time.perf_counter()
     ours()  # first job: starts the Python workers
     first_job_s = time.perf_counter() - t0
-    t_ours = best_of(ours, repeats=3 if args.quick else 5)
+    # ours and the ceiling alternate, so that both see the same machine
+    pairs = []
+    for _ in range(3 if args.quick else 5):
+        t_o = best_of(ours, repeats=1)
+        t_b = best_of(bare, repeats=1)
+        pairs.append((t_o, t_b))
+    t_ours = min(o for o, _ in pairs)
+    t_bare = min(b for _, b in pairs)
     t_base = best_of(baseline, repeats=1 if args.quick else 2)
     results = [
         result(
-            f"data feed {rows // 1000}k x {N_FEATURES} -> numpy",
+            f"data feed {rows // 1000}k x {N_FEATURES} vs bare mapInArrow",
+            "rows/s",
+            rows / t_ours,
+            rows / t_bare,
+            "bare mapInArrow reading every value",
+            target=FEED_TARGET,
+            higher_is_better=True,
+            ratio=statistics.median(b / o for o, b in pairs),
+        ),
+        result(
+            f"data feed {rows // 1000}k x {N_FEATURES} vs collect()",
             "rows/s",
             rows / t_ours,
             rows / t_base,
             "df.collect() + np.array",
-            target=20.0,
+            target=None,  # informational: the bare mapInArrow above is the real ceiling
             higher_is_better=True,
-        )
+        ),
     ]
     extra = {
         "data_feed": {
@@ -105,11 +152,16 @@ def section_data_feed(spark, args) -> tuple[list[dict[str, Any]], dict[str, Any]
             "features": N_FEATURES,
             "workers": workers,
             "ours_s": t_ours,
+            "bare_map_in_arrow_s": t_bare,
             "baseline_s": t_base,
+            "ceiling_over_collect": t_base / t_bare,
+            "pairs_s": pairs,
             "cache_build_s": cache_s,
             "first_job_s": first_job_s,
-            "note": "ours: Arrow batches into NumPy on the executors (one task per task slot); "
-            "baseline: Row objects collected to the driver, then np.array",
+            "note": "ours: Arrow batches into NumPy on the executors (one task per task slot, run_workers); ceiling: a bare "
+            "mapInArrow over the same partitions that only sums every value in place (ratio: median of alternating pairs, "
+            f"target {FEED_TARGET}); collect: Row objects to the driver, then np.array (no target: even the ceiling is "
+            "only ceiling_over_collect times faster than it)",
         }
     }
     data.unpersist()
@@ -135,21 +187,49 @@ def section_data_feed(spark, args) -> tuple[list[dict[str, Any]], dict[str, Any]
 # Time to target = the first snapshot whose test accuracy reaches TARGET_FRACTION of the first
 # baseline run's final test accuracy.
 
-TRAIN_ROWS = 200_000
+TRAIN_ROWS = 1_000_000
 TEST_ROWS = 20_000
 TASK_SEED = 20240601
+CLUSTERS_PER_CLASS = 12
+CENTER_SCALE = 0.3
 TARGET_FRACTION = 0.95
-TIME_TARGET = 1.1  # ours may take at most 1.1x the baseline's time
+TIME_TARGET = 1.2  # the fastest strategy reaches the target in at most 1/1.2 of the baseline's time
+MIN_BASELINE_S = 60.0  # the task is big enough when plain model.fit needs this long to the target
 SNAPSHOT_S = 0.25
 HIDDEN = 256
 
+# Every strategy's settings in one place (per-worker batch, worker Adam learning rate, strategy
+# parameters). These are sensible per-strategy settings (ADAG's learning rate was tuned here:
+# it commits Δ/λ, so its workers take larger steps); swap in distkeras.core.recommend's table
+# once that exists, by changing strategy_settings() only.
+STRATEGY_SETTINGS: dict[str, dict[str, Any]] = {
+    "adag": {"batch": 128, "lr": 0.008, "params": {}},
+    "downpour": {"batch": 128, "lr": 0.001, "params": {}},
+    "dynsgd": {"batch": 128, "lr": 0.002, "params": {}},
+    "experimental": {"batch": 128, "lr": 0.008, "params": {}},
+    "aeasgd": {"batch": 128, "lr": 0.002, "params": {}},
+    "eamsgd": {"batch": 128, "lr": 0.002, "params": {}},
+    "easgd": {"batch": 128, "lr": 0.002, "params": {}},
+    "localsgd": {"batch": 128, "lr": 0.002, "params": {}},
+    "diloco": {"batch": 128, "lr": 0.002, "params": {}},
+    "averaging": {"batch": 128, "lr": 0.002, "params": {}},
+    "ensemble": {"batch": 128, "lr": 0.001, "params": {}},
+}
+QUICK_STRATEGIES = ("adag", "downpour", "localsgd")
+
+
+def strategy_settings(name: str) -> dict[str, Any]:
+    """The settings a strategy runs with in this benchmark (see STRATEGY_SETTINGS)."""
+    return {**STRATEGY_SETTINGS[name], "params": dict(STRATEGY_SETTINGS[name]["params"])}
+
 
 def make_task(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``rows`` samples of a fixed mixture: 40 Gaussian clusters in 100 dimensions (unit noise,
-    centers drawn once from N(0, 0.45²) with TASK_SEED), 4 clusters per class, classes balanced.
-    Overlapping clusters, not linearly separable: plain Keras reaches ~0.96 test accuracy.
+    """``rows`` samples of a fixed mixture: CLUSTERS_PER_CLASS x 10 Gaussian clusters in 100
+    dimensions (unit noise, centers drawn once from N(0, CENTER_SCALE²) with TASK_SEED), classes
+    balanced. Many overlapping clusters, not linearly separable: the accuracy keeps climbing over
+    several epochs of plain Keras (the task is meant to take model.fit a minute or more).
     Returns x float32 (rows, 100) and y int32; train and test sets differ by ``seed``."""
-    centers = np.random.default_rng(TASK_SEED).standard_normal((4 * N_CLASSES, N_FEATURES)) * 0.45
+    centers = np.random.default_rng(TASK_SEED).standard_normal((CLUSTERS_PER_CLASS * N_CLASSES, N_FEATURES)) * CENTER_SCALE
     rng = np.random.default_rng(seed)
     k = rng.integers(0, len(centers), rows)
     x = (centers[k] + rng.standard_normal((rows, N_FEATURES))).astype(np.float32)
@@ -274,10 +354,10 @@ def _train_child(backend: str, settings: dict[str, Any]) -> dict[str, Any]:
             started.append(service)
             return service
 
-        spec = ModelSpec.from_model(_student(keras), keras.optimizers.Adam(settings["ours_lr"]), "sparse_categorical_crossentropy", ["accuracy"])
-        strategy = get_strategy("adag")
-
-        def run_ours(repartition: bool = False) -> dict[str, Any]:
+        def run_ours(name: str, repartition: bool = False) -> dict[str, Any]:
+            chosen = strategy_settings(name)
+            spec = ModelSpec.from_model(_student(keras), keras.optimizers.Adam(chosen["lr"]), "sparse_categorical_crossentropy", ["accuracy"])
+            strategy = get_strategy(name, **chosen["params"])
             started.clear()
             centers: list[tuple[float, np.ndarray]] = []
             stop = threading.Event()
@@ -293,7 +373,7 @@ def _train_child(backend: str, settings: dict[str, Any]) -> dict[str, Any]:
 
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
-            options = RunOptions(num_workers=2, batch_size=settings["ours_batch"], epochs=settings["ours_epochs"], backend=backend, progress=False, repartition=repartition)
+            options = RunOptions(num_workers=2, batch_size=chosen["batch"], epochs=settings["ours_epochs"], backend=backend, progress=False, repartition=repartition)
             ps_module.serve = serve
             try:
                 result = run_training(spec, df, strategy, options, features_col="features", label_col="label", spark=spark)
@@ -320,15 +400,17 @@ def _train_child(backend: str, settings: dict[str, Any]) -> dict[str, Any]:
                         "seconds": w["seconds"],
                     }
                 )
-            return {"snaps": centers, "wall_s": wall, "setup_s": h.timings["setup_seconds"], "workers": workers}
+            return {"snaps": centers, "wall_s": wall, "setup_s": h.timings["setup_seconds"], "workers": workers, "strategy": name, "settings": chosen}
 
-        runs: dict[str, Any] = {"baseline_cold": run_baseline(), "ours_cold": run_ours()}
+        strategies = settings["strategies"]
+        runs: dict[str, Any] = {"baseline_cold": run_baseline(), "ours_cold": run_ours(strategies[0])}
         for i in range(settings["pairs"]):
-            order = ("baseline", "ours") if i % 2 == 0 else ("ours", "baseline")
-            for side in order:
-                runs[f"{side}_warm_{i}"] = run_baseline() if side == "baseline" else run_ours()
+            # the baseline before, between and after the strategies, alternating with them
+            runs[f"baseline_warm_{i}"] = run_baseline()
+            for name in strategies if i % 2 == 0 else strategies[::-1]:
+                runs[f"{name}_warm_{i}"] = run_ours(name)
         if settings.get("shuffled_run"):
-            runs["ours_warm_repartitioned"] = run_ours(repartition=True)  # what the default costs
+            runs["ours_warm_repartitioned"] = run_ours(strategies[0], repartition=True)  # what the default costs
         for run in runs.values():  # score every snapshot now
             snaps = run.pop("snaps")
             accs = _scores(scorer, [flat for _, flat in snaps], x_test, y_test)
@@ -336,6 +418,24 @@ def _train_child(backend: str, settings: dict[str, Any]) -> dict[str, Any]:
         return {"backend": backend, "session_start_s": session_s, "first_job_s": first_job_s, "settings": settings, "runs": runs}
     finally:
         spark.stop()
+
+
+def _run_child(flag: str, backend: str, settings: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run this script as ``flag backend`` in a new process (one Keras backend per process) and
+    return the JSON it prints last, with the process's wall time as ``process_s``."""
+    import json
+    import subprocess
+
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, str(Path(__file__).resolve()), flag, backend, "--child-settings", json.dumps(settings)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{flag} child ({backend}) failed:\n{proc.stderr[-4000:]}")
+    child = json.loads(proc.stdout.strip().splitlines()[-1])
+    child["process_s"] = time.perf_counter() - t0
+    return child
 
 
 def _time_to(curve: list[list[float]], target: float) -> float | None:
@@ -350,16 +450,15 @@ def train_settings(quick: bool) -> dict[str, Any]:
         "rows": 60_000 if quick else TRAIN_ROWS,
         "baseline_batch": 128,
         "baseline_lr": 0.001,
-        "baseline_epochs": 2 if quick else 3,
-        "ours_batch": 128,  # per worker
-        "ours_lr": 0.008,  # ADAG commits Δ/λ: its workers take larger steps (tried: 0.004 ends lower)
-        "ours_epochs": 2 if quick else 3,
-        "pairs": 1 if quick else 3,
+        "baseline_epochs": 2 if quick else 4,
+        "ours_epochs": 2 if quick else 4,
+        "pairs": 1,
+        "strategies": list(QUICK_STRATEGIES if quick else STRATEGY_SETTINGS),
         "shuffled_run": not quick,
     }
 
 
-def _median_of_pairs(name: str, unit: str, pairs: list[tuple[float, float]], target: float, higher_is_better: bool) -> dict[str, Any]:
+def _median_of_pairs(name: str, unit: str, pairs: list[tuple[float, float]], target: float | None, higher_is_better: bool) -> dict[str, Any]:
     """A result from alternating (ours, baseline) warm runs: medians of each side, and the
     median of the per-pair ratios (the machine is shared, so pairs are compared in time)."""
     ratios = [o / b if higher_is_better else b / o for o, b in pairs]
@@ -376,22 +475,12 @@ def _median_of_pairs(name: str, unit: str, pairs: list[tuple[float, float]], tar
 
 
 def section_training(spark, args) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    import json
-    import subprocess
-
     results: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
     settings = train_settings(args.quick)
     for backend in [b for b in args.backends.split(",") if b]:
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--train-child", backend, "--child-settings", json.dumps(settings)]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
-        if proc.returncode != 0:
-            raise RuntimeError(f"training child ({backend}) failed:\n{proc.stderr[-4000:]}")
-        child = json.loads(proc.stdout.strip().splitlines()[-1])
-        child["child_wall_s"] = time.perf_counter() - t0
+        child = _run_child("--train-child", backend, settings, 3600)
+        child["child_wall_s"] = child.pop("process_s")
         runs = child["runs"]
         target = TARGET_FRACTION * runs["baseline_cold"]["curve"][-1][1]
         for run in runs.values():
@@ -402,39 +491,92 @@ def section_training(spark, args) -> tuple[list[dict[str, Any]], dict[str, Any]]
             value = runs[name]["time_to_target_s"]
             return float("inf") if value is None else value
 
+        first = settings["strategies"][0]
         results.append(
             result(
-                f"{backend}: ADAG x2, time to {TARGET_FRACTION:.0%} acc, 1st run",
+                f"{backend}: {first} x2, time to {TARGET_FRACTION:.0%} acc, 1st run",
                 "s",
                 t("ours_cold"),
                 t("baseline_cold"),
                 "Keras model.fit, 1 process, first fit",
-                target=1 / TIME_TARGET,
+                target=None,
                 higher_is_better=False,
             )
         )
-        warm = [(t(f"ours_warm_{i}"), t(f"baseline_warm_{i}")) for i in range(settings["pairs"])]
-        results.append(_median_of_pairs(f"{backend}: ADAG x2, time to {TARGET_FRACTION:.0%} acc, warm", "s", warm, 1 / TIME_TARGET, False))
-        # Once running: samples per second of training alone (ours: the slower worker's windows
-        # and exchanges, no job start or compiling; baseline: its whole warm fit).
+        per_strategy = {}
+        for name in settings["strategies"]:
+            pairs = [(t(f"{name}_warm_{i}"), t(f"baseline_warm_{i}")) for i in range(settings["pairs"])]
+            row = _median_of_pairs(f"{backend}: {name} x2, time to {TARGET_FRACTION:.0%} acc, warm", "s", pairs, None, False)
+            per_strategy[name] = row
+            results.append(row)
+        fastest = max(per_strategy, key=lambda n: per_strategy[n]["ratio"])
+        best = dict(per_strategy[fastest])
+        best["name"] = f"{backend}: fastest strategy ({fastest}), time to {TARGET_FRACTION:.0%} acc"
+        best["target"] = TIME_TARGET
+        best["meets_target"] = bool(best["ratio"] >= TIME_TARGET)
+        results.append(best)
+        baseline_s = t("baseline_warm_0")
+        child["fastest_strategy"] = fastest
+        child["baseline_time_to_target_s"] = baseline_s
+        child["task_big_enough"] = bool(baseline_s >= MIN_BASELINE_S)
+        # Once running: samples per second of training alone (the fastest strategy's slower
+        # worker's windows and exchanges, no job start or compiling; baseline: its whole warm fit).
         samples = settings["rows"] * settings["ours_epochs"]
         rates = [
             (
-                samples / max(w["train_s"] + w["exchange_s"] for w in runs[f"ours_warm_{i}"]["workers"]),
+                samples / max(w["train_s"] + w["exchange_s"] for w in runs[f"{fastest}_warm_{i}"]["workers"]),
                 settings["rows"] * settings["baseline_epochs"] / runs[f"baseline_warm_{i}"]["wall_s"],
             )
             for i in range(settings["pairs"])
         ]
-        results.append(_median_of_pairs(f"{backend}: ADAG x2, training throughput, warm", "samples/s", rates, 1.0, True))
+        results.append(_median_of_pairs(f"{backend}: {fastest} x2, training throughput, warm", "samples/s", rates, None, True))
         child["target_accuracy"] = target
         extra[f"training_{backend}"] = child
     extra["training_note"] = (
         f"time until the test accuracy reaches {TARGET_FRACTION:.0%} of plain Keras's final test accuracy (its first run), "
-        f"{TRAIN_ROWS // 1000}k x {N_FEATURES} rows of 40 overlapping Gaussian clusters ({N_CLASSES} classes; --quick: fewer), "
-        "local[2]; ratio = baseline/ours (above 1: ours is faster), target 1/1.1: ours takes at most 1.1x the baseline's "
-        "time; warm: medians over alternating pairs; the SparkSession start and the Python workers' start are reported "
+        f"{TRAIN_ROWS // 1000}k x {N_FEATURES} rows of {CLUSTERS_PER_CLASS * N_CLASSES} overlapping Gaussian clusters "
+        f"({N_CLASSES} classes; --quick: 60k rows and {', '.join(QUICK_STRATEGIES)} only), local[2]; every strategy at its "
+        "settings (STRATEGY_SETTINGS), 2 workers; ratio = baseline/ours (above 1: ours is faster); target "
+        f"{TIME_TARGET} for the fastest strategy (named), warm; task_big_enough: plain model.fit needed >= "
+        f"{MIN_BASELINE_S:.0f} s to the target (the task is meant to); the SparkSession start and the Python workers' start are reported "
         "apart (session_start_s, first_job_s); per run: curve [[seconds, test accuracy]]; ours per worker: task_start_s "
         "(job launch + Arrow feed), build_s (Keras import + model), first_window_s (includes compiling), train_s, exchange_s"
+    )
+    return results, extra
+
+
+# --- section: cold start -----------------------------------------------------------------------
+#
+# The digits task of issue 15 (benchmarks/_digits_task.py: DOWNPOUR, MLP 64, Adam, batch 32,
+# 10 epochs, 2 workers, local[2]) in a fresh process per backend: the first train() of a new
+# session against the same call again in that session (warm Python workers, compiled model).
+
+
+def section_cold_start(spark, args) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {}
+    calls = 2 if args.quick else 3
+    for backend in [b for b in args.cold_backends.split(",") if b]:
+        child = _run_child("--cold-child", backend, {"calls": calls}, 1800)
+        first, warm = child["train_s_calls"][0], statistics.median(child["train_s_calls"][1:])
+        results.append(
+            result(
+                f"{backend}: digits DOWNPOUR x2, 1st train() vs warm",
+                "s",
+                first,
+                warm,
+                "the same call again in the same session",
+                target=None,
+                higher_is_better=False,
+            )
+        )
+        extra[f"cold_start_{backend}"] = child
+    extra["cold_start_note"] = (
+        "digits 1437 rows, MLP 64, Adam 0.001, batch 32, 10 epochs, DOWNPOUR, 2 workers, local[2]; one fresh process per "
+        "backend; ours = the first train() of the session (Python workers warmed by distkeras.spark.warmup while the driver "
+        "prepares), baseline = the same call repeated in that session; ratio = warm/first (the share of the first call that "
+        "is not fixed cost); process_s: the whole process; first_call: timings and per-worker profile (task_start_s: job "
+        "submission to the worker's start, build_seconds: Keras import + model in the worker)"
     )
     return results, extra
 
@@ -442,6 +584,7 @@ def section_training(spark, args) -> tuple[list[dict[str, Any]], dict[str, Any]]
 SECTIONS: dict[str, Callable[[Any, Any], tuple[list[dict[str, Any]], dict[str, Any]]]] = {
     "data_feed": section_data_feed,
     "training": section_training,
+    "cold_start": section_cold_start,
 }
 
 
@@ -457,13 +600,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of: {', '.join(SECTIONS)}")
     p.add_argument("--master", default="local[*]", help="Spark master (default local[*])")
     p.add_argument("--backends", default=None, help="training section: comma-separated Keras backends (default jax,tensorflow; --quick: jax)")
+    p.add_argument("--cold-backends", default="jax,tensorflow", help="cold_start section: comma-separated Keras backends")
     p.add_argument("--train-child", help=argparse.SUPPRESS)
+    p.add_argument("--cold-child", help=argparse.SUPPRESS)
     p.add_argument("--child-settings", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.train_child:  # the subprocess of one backend (section training)
         import json
 
         print(json.dumps(_train_child(args.train_child, json.loads(args.child_settings))))
+        return 0
+    if args.cold_child:  # the subprocess of one backend (section cold_start)
+        import json
+
+        from _digits_task import run_digits
+
+        print(json.dumps(run_digits(args.cold_child, calls=json.loads(args.child_settings)["calls"])))
         return 0
     if args.backends is None:
         args.backends = "jax" if args.quick else "jax,tensorflow"

@@ -61,7 +61,7 @@ def select_backend(name: str | None = None) -> str:
     if name is None:
         current = imported_backend()
         if current is not None:
-            return current
+            return _prepared(current)
         name = os.environ.get("KERAS_BACKEND")
     if name is not None:
         name = normalize_backend(name)
@@ -75,7 +75,7 @@ def select_backend(name: str | None = None) -> str:
                     f"distkeras.backends.select_backend({name!r})) before anything imports keras, "
                     f"or run in a new process."
                 )
-            return current
+            return _prepared(current)
         missing = missing_packages(name)
         if missing:
             raise BackendError(
@@ -92,7 +92,16 @@ def select_backend(name: str | None = None) -> str:
     actual = keras.backend.backend()
     if name is not None and actual != name:  # pragma: no cover - keras ignores KERAS_BACKEND
         raise BackendError(f"asked for Keras backend {name!r} but Keras started with {actual!r}")
-    return actual
+    return _prepared(actual)
+
+
+def _prepared(backend: str) -> str:
+    """``backend``, after the process-wide start-up settings for it (distkeras.backends.startup:
+    no TensorFlow import in a JAX process, JAX's persistent compilation cache)."""
+    from distkeras.backends.startup import prepare_process
+
+    prepare_process(backend)
+    return backend
 
 
 def import_keras():

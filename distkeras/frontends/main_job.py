@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,17 @@ def _num_classes(df, label_col: str) -> int:
     return int(top) + 1
 
 
+def _import_quietly(backend: str) -> None:
+    """Import Keras with ``backend`` (run in a thread); errors are raised again by the caller's own
+    select_backend once the thread is done."""
+    from distkeras.backends import select_backend
+
+    try:
+        select_backend(backend)
+    except Exception:  # the caller's select_backend(backend) raises it with its own traceback
+        return
+
+
 def make_optimizer(name: str, learning_rate: float):
     from distkeras.backends.select import import_keras
 
@@ -163,7 +175,7 @@ def make_optimizer(name: str, learning_rate: float):
 def run_job(config: JobConfig) -> dict[str, Any]:
     """Run one training job; writes ``out/model.keras``, ``out/history.json``, ``out/curves.png``
     and returns the final metrics."""
-    from distkeras.backends import select_backend
+    from distkeras.backends import normalize_backend, select_backend
     from distkeras.core.strategies import get_strategy
 
     from distkeras.core.codecs import get_codec
@@ -179,19 +191,29 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         raise JobError(f"--early-stopping must be a patience >= 0 (epochs), got {config.early_stopping}")
     if config.model and not config.model.endswith(".keras"):
         raise JobError(f"--model must be a .keras file, got {config.model!r}")
-    backend = select_backend(config.backend or os.environ.get("KERAS_BACKEND") or "jax")
+    backend = normalize_backend(config.backend or os.environ.get("KERAS_BACKEND") or "jax")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
 
     from distkeras.spark.session import get_or_create_session
 
+    # Keras imports on the driver while the JVM starts (the driver only waits for it meanwhile);
+    # select_backend runs again below in this thread, raising whatever the import ran into.
+    importer = threading.Thread(target=_import_quietly, args=(backend,), name="distkeras-import", daemon=True)
+    importer.start()
     t0 = time.perf_counter()
     spark = get_or_create_session(master=config.master, conf=config.conf or None, backend=backend)
     spark_seconds = time.perf_counter() - t0
+    importer.join()
+    backend = select_backend(backend)
 
+    known: tuple[int, int] | None = None  # (features, classes) when known without a Spark job
     if config.data is None:
+        from distkeras.data import DIGITS_CLASSES, DIGITS_FEATURES
+
         train_df, test_df = digits_frames(spark)
         data_name = "bundled digits (UCI, 1,437 train / 360 test)"
+        known = (DIGITS_FEATURES, DIGITS_CLASSES)
     else:
         df = assemble(read_table(spark, config.data), config)
         train_df, test_df = df.randomSplit([1.0 - config.test_fraction, config.test_fraction], seed=config.seed)
@@ -209,7 +231,8 @@ def run_job(config: JobConfig) -> dict[str, Any]:
                 f"(input shape {tuple(model.inputs[0].shape[1:])}), but column {config.features_col!r} has {found}"
             )
     else:
-        model = default_model(_shape_of(train_df, config.features_col), _num_classes(train_df, config.label_col))
+        features, classes = known or (_shape_of(train_df, config.features_col), _num_classes(train_df, config.label_col))
+        model = default_model(features, classes)
 
     from distkeras.frontends.trainers import make_trainer
 

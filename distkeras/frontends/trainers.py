@@ -186,6 +186,10 @@ class Trainer:
         self.round_timeout = round_timeout
         self.spark = spark
         self.history = None
+        from distkeras.spark.warmup import start_for_trainer
+
+        # the executors import Keras and build this model while the caller goes on to train()
+        self._warmup = start_for_trainer(spark, backend, self.spec.to_json(), self.strategy, 1 if self.strategy_name == "single" else self.num_workers)
         self.members: list[np.ndarray] = []
 
     # -- arguments ----------------------------------------------------------------------------

@@ -75,6 +75,7 @@ class FeedSpec:
     y_struct: str = SINGLE
     sample_weight_col: str | None = None
     class_weight: tuple[tuple[int, float], ...] = ()  # (class, weight) pairs, sorted
+    rows: int | None = None  # the DataFrame's rows, when prepare(count_rows=True) counted them
 
     @property
     def feature_length(self) -> int:
@@ -174,6 +175,7 @@ def prepare(
     signature: Mapping[str, Any] | None = None,
     sample_weight_col: str | None = None,
     class_weight: Mapping[int, float] | None = None,
+    count_rows: bool = False,
 ) -> tuple["DataFrame", FeedSpec]:
     """Check and normalise the features and label columns; return a DataFrame with exactly those
     two columns (features as ``array<float>``) and a :class:`FeedSpec`.
@@ -190,6 +192,7 @@ def prepare(
     a column of the wrong type, or features whose length does not match ``input_shape``. The
     length is checked on the first row only (one cheap job); every batch is checked again, for
     free, when converted on the executors. ``label_col=None`` prepares features only (predict).
+    ``count_rows=True`` counts the rows in the same job (``spec.rows``): one pass for both.
     """
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
@@ -197,7 +200,7 @@ def prepare(
     if signature is not None or sample_weight_col is not None or class_weight or not _plain(features_col) or not _plain(label_col):
         plain = _plain_case(features_col, label_col, signature, sample_weight_col, class_weight)
         if plain is None:
-            return _prepare_structured(df, features_col, label_col, input_shape, num_classes, signature, sample_weight_col, class_weight)
+            return _prepare_structured(df, features_col, label_col, input_shape, num_classes, signature, sample_weight_col, class_weight, count_rows)
         features_col, label_col = plain
     wanted = [("features", features_col)] + ([("label", label_col)] if label_col is not None else [])
     for role, name in wanted:
@@ -237,11 +240,11 @@ def prepare(
         exprs.append(lexpr.alias(label_col))
     out = df.select(*exprs)
 
-    # One cheap job: the lengths in the first row.
+    # One cheap job: the lengths in the first row (and the row count, on request).
     probes = [F.size(F.col(f"`{features_col}`"))]
     if label_kind == LABEL_VECTOR:
         probes.append(F.size(F.col(f"`{label_col}`")))
-    first = out.select(*probes).first()
+    first, rows = _probe(out, probes, count_rows)
     shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
     if shape is not None and (not shape or any(d < 1 for d in shape)):
         raise FeedError(f"input_shape must be positive dimensions, got {shape}")
@@ -281,8 +284,22 @@ def prepare(
         label_kind=label_kind,
         label_shape=label_shape,
         num_classes=int(num_classes) if num_classes is not None else None,
+        rows=rows,
     )
     return out, spec
+
+
+def _probe(out: "DataFrame", probes: list, count_rows: bool) -> tuple[Any, int | None]:
+    """One job: the ``probes`` (column lengths) of one row, None for an empty DataFrame, and with
+    ``count_rows`` the number of rows (else None). Counting reads every row anyway, so the
+    lengths come from the same aggregation instead of a second job."""
+    from pyspark.sql import functions as F
+
+    if not count_rows:
+        return (out.select(*probes).first() if probes else None), None
+    row = out.agg(F.count(F.lit(1)), *[F.first(p) for p in probes]).first()
+    rows = int(row[0])
+    return (tuple(row[1:]) if rows and probes else None), rows
 
 
 # --- several inputs / outputs, weights (driver side) ----------------------------------------
@@ -395,7 +412,7 @@ def feature_expr(df, name: str, key: str | None):
         raise FeedError(str(exc).replace(f"features column {name!r}", f"features column {name!r} (input {key!r})", 1)) from None
 
 
-def _prepare_structured(df, features_col, label_col, input_shape, num_classes, signature, sample_weight_col, class_weight):
+def _prepare_structured(df, features_col, label_col, input_shape, num_classes, signature, sample_weight_col, class_weight, count_rows=False):
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -482,7 +499,7 @@ def _prepare_structured(df, features_col, label_col, input_shape, num_classes, s
             )
         exprs.append(F.col(f"`{sample_weight_col}`").cast(T.FloatType()).alias(sample_weight_col))
     out = df.select(*exprs)
-    first = out.select(*[F.size(F.col(f"`{n}`")) for n in probes]).first() if probes else None
+    first, rows = _probe(out, [F.size(F.col(f"`{n}`")) for n in probes], count_rows)
     empty = probes and first is None
 
     x_columns = []
@@ -542,6 +559,7 @@ def _prepare_structured(df, features_col, label_col, input_shape, num_classes, s
         y_struct=y_struct,
         sample_weight_col=sample_weight_col,
         class_weight=weights,
+        rows=rows,
     )
     return out, spec
 

@@ -281,6 +281,7 @@ def run_training(
             signature=options.signature,
             sample_weight_col=sample_weight_col,
             class_weight=class_weight,
+            count_rows=True,  # the row count comes from the probe's job: one setup job, not two
         )
     initial = np.asarray(spec.weights, dtype=np.float32)
     history = History(strategy=strategy.name, params=strategy.params())
@@ -306,8 +307,7 @@ def run_training(
     failure: BaseException | None = None
     center = None
     try:
-        with explained(spark):
-            rows = prepared.count()
+        rows = feed_spec.rows
         per_worker = rows // num_workers
         if per_worker < options.batch_size:
             raise ValueError(

@@ -10,7 +10,11 @@
   driver's environment on;
 - barrier slot checks that fail in seconds instead of hanging for minutes;
 - Arrow on, UI and console progress bar off, few shuffle partitions, log level ERROR;
-- loopback addresses (``127.0.0.1``) when the master is local or on loopback.
+- loopback addresses (``127.0.0.1``) when the master is local or on loopback;
+- ``DISTKERAS_JAX_CACHE`` passed on to the executors when set (JAX's compilation cache);
+
+and, when the Keras backend is known, a background job that imports Keras in the executors'
+Python workers (:mod:`distkeras.spark.warmup`; ``DISTKERAS_WARMUP=0`` turns it off).
 """
 
 from __future__ import annotations
@@ -182,6 +186,9 @@ def default_conf(master: str, app_name: str = "distkeras", backend: str | None =
     backend = backend or os.environ.get("KERAS_BACKEND")
     if backend:
         conf["spark.executorEnv.KERAS_BACKEND"] = backend
+    for key in ("DISTKERAS_JAX_CACHE", "DISTKERAS_WARMUP"):
+        if os.environ.get(key):
+            conf[f"spark.executorEnv.{key}"] = os.environ[key]
     pythonpath = executor_pythonpath()
     if pythonpath:
         conf["spark.executorEnv.PYTHONPATH"] = pythonpath
@@ -236,6 +243,11 @@ def get_or_create_session(
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.get("spark.log.level", "ERROR"))
     _started.add(spark.sparkContext.applicationId)
+    backend = backend or os.environ.get("KERAS_BACKEND")
+    if backend:  # the executors import Keras while the caller goes on (distkeras.spark.warmup)
+        from distkeras.spark.warmup import start as start_warmup
+
+        start_warmup(spark, backend)
     return spark
 
 

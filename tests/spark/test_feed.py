@@ -147,3 +147,23 @@ def test_partition_data_balanced(spark):
     parts = partition_data(df, 4)
     sizes = parts.rdd.glom().map(len).collect()
     assert len(sizes) == 4 and sum(sizes) == 1000 and max(sizes) - min(sizes) <= 10
+
+
+def test_prepare_counts_rows_in_the_probe_job(spark):
+    """count_rows=True: the row count comes with the length probe (one job), on the plain and the
+    structured (weighted) path; an empty DataFrame counts 0 and still needs input_shape."""
+    rows = [([float(i), 1.0], [0.0, 1.0] if i % 2 else [1.0, 0.0], 1.0 + i) for i in range(7)]
+    df = spark.createDataFrame(rows, "features array<double>, onehot array<double>, w double")
+    _, plain = prepare(df, "features", "onehot", count_rows=True)
+    assert plain.rows == 7 and plain.input_shape == (2,) and plain.label_shape == (2,)
+    assert prepare(df, "features", "onehot")[1].rows is None  # not counted unless asked
+    _, weighted = prepare(df, "features", "onehot", sample_weight_col="w", count_rows=True)
+    assert weighted.rows == 7 and weighted.weighted
+    assert FeedSpec.from_json(weighted.to_json()) == weighted
+    empty = df.limit(0)
+    _, spec = prepare(empty, "features", "onehot", input_shape=(2,), num_classes=2, count_rows=True)
+    assert spec.rows == 0
+    with pytest.raises(FeedError, match="empty"):
+        prepare(empty, "features", "onehot", count_rows=True)
+    with pytest.raises(FeedError, match="input_shape"):
+        prepare(df, "features", "onehot", input_shape=(3,), count_rows=True)

@@ -1,0 +1,156 @@
+"""Warm the executors' Python workers while the driver is still preparing a run.
+
+A run's first Spark job pays for starting the executors' Python workers (about 3 s here) and,
+in each of them, importing Keras with its backend and building the model (3.5–7 s on 2 cores).
+Spark reuses Python workers across tasks and jobs (``spark.python.worker.reuse``, on by
+default), so :func:`start` submits one tiny job in the background, one task per task slot, that
+does exactly that: import Keras (:func:`distkeras.backends.select_backend`, which also switches
+on JAX's compilation cache there), and with a model spec build the model into the worker's
+adapter cache (:func:`distkeras.spark.worker.cached_adapter`), where the training tasks find it.
+The driver meanwhile starts the session's user code, reads the data, builds the model and checks
+the feed; the training job then lands in warm workers.
+
+It is started by :func:`distkeras.spark.session.get_or_create_session` for a session it starts
+(Keras import only) and by every trainer (with its model) on an active session.
+``DISTKERAS_WARMUP=0`` turns it off. A warm-up that fails (an executor without Keras) only
+records its error on the handle: the training job that follows reports the same cause itself.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import SparkSession
+
+ENV_WARMUP = "DISTKERAS_WARMUP"
+SCHEMA = "pid long, seconds double, built boolean"
+
+
+class WarmTask:
+    """What each warm-up task runs (a class, so it pickles by reference, with plain data): the
+    worker's own :func:`~distkeras.spark.worker.build_adapter` for the run's model and strategy
+    (so the adapter cache key is the training tasks' own), or only the Keras import."""
+
+    def __init__(self, backend: str | None, spec_json: str | None, strategy: str | None = None, strategy_params: dict | None = None):
+        self.backend = backend
+        self.spec_json = spec_json
+        self.strategy = strategy
+        self.strategy_params = dict(strategy_params or {})
+
+    def __call__(self, batches):
+        import pyarrow as pa
+
+        for _ in batches:  # the task's input: one row per task, nothing in it
+            pass
+        t0 = time.perf_counter()
+        from distkeras.backends.select import select_backend
+
+        select_backend(self.backend)
+        built = False
+        if self.spec_json and self.strategy:
+            from .worker import WorkerConfig, build_adapter
+
+            build_adapter(WorkerConfig(self.spec_json, self.strategy, self.strategy_params, 1, 1, backend=self.backend))
+            built = True
+        yield pa.RecordBatch.from_arrays(
+            [pa.array([os.getpid()], pa.int64()), pa.array([time.perf_counter() - t0], pa.float64()), pa.array([built], pa.bool_())],
+            names=["pid", "seconds", "built"],
+        )
+
+
+class Warmup:
+    """A warm-up job running in a background thread of the driver."""
+
+    def __init__(self, thread: threading.Thread | None = None):
+        self.thread = thread
+        self.result: list[dict[str, Any]] | None = None  # one row per task: pid, seconds, built
+        self.error: BaseException | None = None
+        self.seconds: float | None = None
+
+    def wait(self, timeout: float | None = None) -> "Warmup":
+        if self.thread is not None:
+            self.thread.join(timeout)
+        return self
+
+    @property
+    def done(self) -> bool:
+        return self.thread is None or not self.thread.is_alive()
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV_WARMUP, "1").strip().lower() not in {"0", "off", "false", "no"}
+
+
+_lock = threading.Lock()
+_last: dict[tuple, Warmup] = {}
+
+
+def _slots(spark) -> int:
+    from .session import task_slots
+
+    try:
+        return task_slots(spark)
+    except Exception:  # a Spark Connect session has no SparkContext to ask
+        return 0
+
+
+def start(
+    spark: "SparkSession",
+    backend: str | None = None,
+    spec_json: str | None = None,
+    tasks: int | None = None,
+    strategy: str | None = None,
+    strategy_params: dict | None = None,
+) -> Warmup:
+    """Submit the warm-up job (``tasks`` tasks, default one per task slot) in a background thread
+    and return its handle at once. With ``spec_json`` and ``strategy`` (and its parameters) the
+    tasks also build the run's model. Nothing is submitted (an empty handle) when turned off with
+    ``DISTKERAS_WARMUP=0``, when the cluster has no task slot yet, or when the same warm-up is
+    still running on this session."""
+    if not enabled():
+        return Warmup()
+    n = int(tasks) if tasks else _slots(spark)
+    if n < 1:
+        return Warmup()
+    key = (id(spark), backend, spec_json, strategy, repr(sorted((strategy_params or {}).items())))
+    with _lock:
+        running = _last.get(key)
+        if running is not None and not running.done:
+            return running
+        handle = Warmup()
+        _last[key] = handle
+
+    def run() -> None:
+        t0 = time.perf_counter()
+        try:
+            df = spark.range(0, n, 1, n).mapInArrow(WarmTask(backend, spec_json, strategy, strategy_params), SCHEMA)
+            handle.result = df.toArrow().to_pylist()
+        except BaseException as exc:  # kept on the handle; the training job reports its own failure
+            handle.error = exc
+        finally:
+            handle.seconds = time.perf_counter() - t0
+
+    handle.thread = threading.Thread(target=run, name="distkeras-warmup", daemon=True)
+    handle.thread.start()
+    return handle
+
+
+def start_for_trainer(spark: "SparkSession | None", backend: str | None, spec_json: str, strategy, num_workers: int) -> Warmup:
+    """The warm-up of a trainer just built: on ``spark`` or the active session (never starting
+    one), ``num_workers`` tasks (at most the slots there are) building its model under its
+    strategy's worker settings."""
+    if not enabled():
+        return Warmup()
+    if spark is None:
+        from .session import active_session
+
+        spark = active_session()
+        if spark is None:
+            return Warmup()
+    slots = _slots(spark)
+    tasks = min(int(num_workers), slots) if slots else int(num_workers)
+    return start(spark, backend, spec_json, tasks, strategy.name, strategy.params())

@@ -1,0 +1,85 @@
+"""distkeras.backends.startup: no TensorFlow in a JAX process, JAX's persistent compilation cache.
+
+The checks that need a fresh process (what gets imported, what a second process finds in the
+cache) run in subprocesses with the JAX backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distkeras.backends.startup import ENV_JAX_CACHE, jax_cache_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Builds a model spec, serializes it, rebuilds an adapter and trains one window, as the driver and
+# a worker do; prints what it saw.
+CHILD = r"""
+import json, os, sys, time
+from distkeras.backends import KerasAdapter, ModelSpec, select_backend
+select_backend("jax")
+import keras, numpy as np
+keras.utils.set_random_seed(0)
+model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(3, activation="softmax")])
+spec = ModelSpec.from_model(model, keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy", ["accuracy"])
+adapter = KerasAdapter.from_spec(ModelSpec.from_json(spec.to_json()))
+x = [np.ones((4, 8), np.float32)] * 2
+y = [np.zeros(4, np.int64)] * 2
+loss = adapter.train_window(x, y)["loss"]
+import jax
+print(json.dumps({"tensorflow": "tensorflow" in sys.modules, "loss": float(loss), "cache": jax.config.jax_compilation_cache_dir}))
+"""
+
+
+def _child(env_extra: dict[str, str]) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != ENV_JAX_CACHE}
+    env.update(KERAS_BACKEND="jax", PYTHONPATH=str(ROOT), **env_extra)
+    proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=300, cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_jax_process_neither_imports_tensorflow_and_fills_the_compilation_cache(tmp_path):
+    pytest.importorskip("jax")
+    cache = tmp_path / "jax-cache"
+    first = _child({ENV_JAX_CACHE: str(cache)})
+    assert first["tensorflow"] is False  # serializing and rebuilding a model left TensorFlow out
+    assert first["cache"] == str(cache)
+    entries = {p.name for p in cache.iterdir()}
+    assert any("train" in name or "lambda" in name for name in entries), entries  # the window's program
+    second = _child({ENV_JAX_CACHE: str(cache)})
+    assert second["loss"] == pytest.approx(first["loss"])  # a cached program computes the same
+    assert {p.name for p in cache.iterdir()} >= entries
+
+
+def test_the_cache_can_be_turned_off(tmp_path):
+    pytest.importorskip("jax")
+    off = _child({ENV_JAX_CACHE: "0", "XDG_CACHE_HOME": str(tmp_path)})
+    assert off["cache"] is None
+    assert not (tmp_path / "distkeras").exists()
+
+
+def test_cache_dir_from_the_environment(tmp_path):
+    assert jax_cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "distkeras" / "jax"
+    assert jax_cache_dir({ENV_JAX_CACHE: "1", "XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "distkeras" / "jax"
+    assert jax_cache_dir({ENV_JAX_CACHE: str(tmp_path / "c")}) == tmp_path / "c"
+    for off in ("0", "off", "False", "no"):
+        assert jax_cache_dir({ENV_JAX_CACHE: off}) is None
+
+
+def test_serializers_still_see_tensorflow_objects_once_it_is_imported():
+    """The stand-in only answers "not available" while TensorFlow is not imported."""
+    from distkeras.backends.startup import ImportedOnly
+
+    class Lazy:
+        available = True
+        TensorShape = tuple
+
+    view = ImportedOnly(Lazy())
+    assert view.TensorShape is tuple
+    assert view.available == ("tensorflow" in sys.modules)

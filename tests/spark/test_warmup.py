@@ -1,0 +1,64 @@
+"""distkeras.spark.warmup: the executors' Python workers import Keras and build the run's model in
+a background job, and the training tasks that follow run in those same processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+
+import pytest
+
+pytest.importorskip("pyarrow")
+
+from distkeras.spark import warmup  # noqa: E402
+from tests.conftest import SPARK_SLOTS  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def _probe(worker_id, attempt, x, y):
+    """A worker function that reports its process and what the warm-up left in it."""
+    from distkeras.spark import worker
+
+    return {
+        "pid": os.getpid(),
+        "keras": "keras" in sys.modules,
+        "models": [key[1] for key in worker._ADAPTERS],
+    }
+
+
+def test_warmup_builds_the_model_in_the_workers_the_run_reuses(spark):
+    import keras
+
+    from distkeras.backends import ModelSpec
+    from distkeras.core.strategies import get_strategy
+    from distkeras.spark.tasks import run_workers
+
+    name = f"warm_{uuid.uuid4().hex[:8]}"  # a model no earlier test built in these workers
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")], name=name)
+    spec = ModelSpec.from_model(model, "adam", "sparse_categorical_crossentropy")
+    strategy = get_strategy("downpour")
+    handle = warmup.start(spark, "jax", spec.to_json(), SPARK_SLOTS, strategy.name, strategy.params()).wait(600)
+    assert handle.done and handle.error is None, handle.error
+    assert len(handle.result) == SPARK_SLOTS and all(r["built"] for r in handle.result)
+    warm = {r["pid"] for r in handle.result}
+
+    df = spark.range(40).selectExpr("array(cast(id as float), 1.0f, 2.0f) as features", "cast(id % 2 as int) as label")
+    summaries = run_workers(df, _probe, SPARK_SLOTS, barrier=True)
+    reused = [s for s in summaries if s["pid"] in warm]
+    assert reused, (warm, summaries)  # Spark handed the run warm Python workers
+    for s in reused:
+        assert s["keras"] and any(f'"name": "{name}"' in key for key in s["models"]), s
+
+
+def test_warmup_can_be_turned_off(spark, monkeypatch):
+    monkeypatch.setenv(warmup.ENV_WARMUP, "0")
+    handle = warmup.start(spark, "jax")
+    assert handle.thread is None and handle.done and handle.result is None
+
+
+def test_a_failing_warmup_keeps_its_error_on_the_handle(spark):
+    handle = warmup.start(spark, "no-such-backend", tasks=1).wait(600)
+    assert handle.result is None and handle.error is not None
+    assert "no-such-backend" in str(handle.error)
