@@ -35,9 +35,11 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+# the distkeras checkout to measure: this one, or another (--before, e.g. main before a change)
+ROOT = Path(os.environ.get("DISTKERAS_BENCH_ROOT") or HERE.parent)
 sys.path.insert(0, str(HERE))
-if str(HERE.parent) not in sys.path:  # run from a source checkout without installing
-    sys.path.insert(1, str(HERE.parent))
+if str(ROOT) not in sys.path:  # run from a source checkout without installing
+    sys.path.insert(1, str(ROOT))
 
 from _common import parser, result, write_results  # noqa: E402
 
@@ -128,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--elephas-python", default=None, help="the python of a virtual environment with elephas 7.3 installed")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of every side (medians are reported)")
     p.add_argument("--backends", default="jax,tensorflow", help="distkeras backends to run")
+    p.add_argument("--before", default=None, metavar="CHECKOUT", help="also run the distkeras side from this checkout (e.g. main before a change)")
+    p.add_argument(
+        "--fresh-cache",
+        action="store_true",
+        help="give every distkeras run a new, empty JAX compilation cache (a first-ever run); default: the user's cache",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -136,10 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.rounds = 1
     sides = [f"distkeras-{b}" for b in args.backends.split(",") if b]
+    if args.before:
+        sides += [f"before-{b}" for b in args.backends.split(",") if b]
     if args.elephas_python:
         if not Path(args.elephas_python).exists():
             p.error(f"--elephas-python {args.elephas_python!r} does not exist\n{VENV_HINT}")
-        sides.append("elephas")
+        sides.insert(0, "elephas")  # first: a broken elephas environment shows at once
     else:
         print(VENV_HINT, file=sys.stderr)
         print("(running the distkeras side only)", file=sys.stderr)
@@ -162,10 +172,15 @@ def main(argv: list[str] | None = None) -> int:
                     env["PYSPARK_PYTHON"] = args.elephas_python
                     run = _run([args.elephas_python, str(script), str(data)], env, 900)
                 else:
-                    backend = side.split("-", 1)[1]
+                    who, backend = side.split("-", 1)
                     env = {k: v for k, v in base_env.items() if k != "PYSPARK_PYTHON"}
                     env["KERAS_BACKEND"] = backend
-                    run = _run([sys.executable, str(Path(__file__).resolve()), "--child", backend], env, 900)
+                    root = str(Path(args.before).resolve()) if who == "before" else str(ROOT)
+                    env["DISTKERAS_BENCH_ROOT"] = root
+                    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+                    if args.fresh_cache:
+                        env["DISTKERAS_JAX_CACHE"] = tempfile.mkdtemp(prefix="jax-cache-", dir=tmp)
+                    run = _run([sys.executable, str(Path(__file__).resolve()), "--child", backend], env, 1800)
                 run["load_1m"] = _loadavg()[0] if _loadavg() else None
                 runs[side].append(run)
                 print(f"{side:<22} process {run['process_s']:6.1f} s  train {run['train_s']:6.1f} s  accuracy {run['accuracy']:.3f}", file=sys.stderr)
@@ -186,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         for side in sides:
             if side == "elephas":
                 continue
+            if side.startswith("before-"):
+                continue
             for key, what in (("process_s", "whole process"), ("train_s", "training call")):
                 results.append(
                     result(
@@ -198,7 +215,23 @@ def main(argv: list[str] | None = None) -> int:
                         higher_is_better=False,
                     )
                 )
+    if args.before:
+        for backend in [b for b in args.backends.split(",") if b]:
+            for key, what in (("process_s", "whole process"), ("train_s", "training call")):
+                results.append(
+                    result(
+                        f"distkeras-{backend} vs before: {what}",
+                        "s",
+                        med(f"distkeras-{backend}", key),
+                        med(f"before-{backend}", key),
+                        f"distkeras at {args.before}",
+                        target=None,
+                        higher_is_better=False,
+                    )
+                )
     extra = {
+        "fresh_jax_cache": bool(args.fresh_cache),
+        "before": args.before,
         "task": f"digits 1437/360, MLP {HIDDEN}, Adam {LEARNING_RATE}, batch {BATCH}, {EPOCHS} epochs, {WORKERS} workers, local[2]; "
         "distkeras DOWNPOUR, elephas asynchronous/epoch",
         "rounds": args.rounds,

@@ -307,7 +307,10 @@ def run_training(
     failure: BaseException | None = None
     center = None
     try:
-        rows = feed_spec.rows
+        rows = getattr(feed_spec, "rows", None)
+        if rows is None:  # a feed that did not count (the probe job counts when asked)
+            with explained(spark):
+                rows = prepared.count()
         per_worker = rows // num_workers
         if per_worker < options.batch_size:
             raise ValueError(
