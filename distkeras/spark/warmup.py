@@ -11,7 +11,8 @@ The driver meanwhile starts the session's user code, reads the data, builds the 
 the feed; the training job then lands in warm workers.
 
 It is started by :func:`distkeras.spark.session.get_or_create_session` for a session it starts
-(Keras import only) and by every trainer (with its model) on an active session.
+(Keras import only) and by every trainer (with its model) on an active session, unless a warm-up
+of that session still runs (then the trainer adds no second job).
 ``DISTKERAS_WARMUP=0`` turns it off. A warm-up that fails (an executor without Keras) only
 records its error on the handle: the training job that follows reports the same cause itself.
 """
@@ -151,6 +152,13 @@ def start_for_trainer(spark: "SparkSession | None", backend: str | None, spec_js
         spark = active_session()
         if spark is None:
             return Warmup()
+    with _lock:
+        busy = [h for (sid, *_rest), h in _last.items() if sid == id(spark) and not h.done]
+    if busy:
+        # The session's warm-up still holds the task slots: a second job would only queue behind
+        # it and hold back the run's own setup job longer (measured on a saturated 2-core
+        # machine); the training tasks build the model themselves in the warmed workers.
+        return busy[0]
     slots = _slots(spark)
     tasks = min(int(num_workers), slots) if slots else int(num_workers)
     return start(spark, backend, spec_json, tasks, strategy.name, strategy.params())
