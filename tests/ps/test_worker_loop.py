@@ -11,6 +11,7 @@ import hashlib
 import numpy as np
 import pytest
 
+from distkeras.core.server import CommitRejected
 from distkeras.core.simulate import Served, SimConfig, serve_in_process, simulate
 from distkeras.core.strategies import STRATEGIES, get_strategy
 from distkeras.data import load_digits
@@ -113,4 +114,4 @@ def test_a_rejected_commit_ends_the_run_alike_over_the_real_parameter_server():
     assert "rejected: the update contains NaN or Inf values; the center is unchanged" in la["error"]
     assert lb["error"].startswith("parameter server error [rejected]") and la["error"] in lb["error"]
     assert local.summary == tcp.summary
-    assert issubclass(PSCommitRejected, __import__("distkeras.core.server", fromlist=["CommitRejected"]).CommitRejected)
+    assert issubclass(PSCommitRejected, CommitRejected)  # what the worker loop's clients raise, over TCP too

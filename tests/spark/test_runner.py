@@ -96,14 +96,14 @@ def test_a_rejected_commit_fails_the_worker_naming_the_reason(name):
     that turns the weights NaN (a poisoned batch) is rejected by the server, and the worker
     fails at once with the server's reason (the Spark task fails; the simulator ends its run
     the same way). The center is unchanged and nothing after the rejection was sent."""
+    import base64
+
     from distkeras.backends import ModelSpec
     from distkeras.core.server import CommitRejected
     from distkeras.core.strategies import get_strategy
     from distkeras.data import load_digits
     from distkeras.ps import ParameterServerService, PSCommitRejected
     from distkeras.spark.worker import WorkerConfig, encode_vector, run_worker
-
-    import base64
 
     x, y = load_digits("train")
     x, y = x[:128].copy(), y[:128]
