@@ -27,7 +27,8 @@ def _error(fn) -> dict:
     try:
         value = fn()
     except Exception as exc:  # reported to the test, which asserts on the type and message
-        return {"type": type(exc).__name__, "message": str(exc), "mro": [c.__name__ for c in type(exc).__mro__]}
+        text = "\n".join(ln for ln in str(exc).splitlines() if not ln.strip().startswith(("at ", "...")))  # no Java frames
+        return {"type": type(exc).__name__, "message": text[:20000], "mro": [c.__name__ for c in type(exc).__mro__]}
     return {"type": None, "value": value.column(0).to_pylist() if hasattr(value, "column") else None}
 
 
