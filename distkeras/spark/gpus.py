@@ -139,7 +139,7 @@ def check_gpus(spark: "SparkSession", profile: "ResourceProfile", num_workers: i
         raise GpuConfigError(
             f"gpus_per_worker={gpus_per_worker} needs Spark's resource scheduling, which local mode ({master}) does not "
             "have: run on a cluster manager (standalone, YARN, Kubernetes) whose executors announce their GPUs; the "
-            "README's 'GPUs' section shows a one-machine standalone cluster"
+            "README's 'GPUs' section shows the configuration (a discovery script, spark.executor.resource.gpu.amount)"
         )
     amount = _conf(spark, EXECUTOR_GPUS_CONF)
     executor_gpus = int(float(amount)) if amount else 0
