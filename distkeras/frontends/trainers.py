@@ -49,6 +49,8 @@ the parameter server's wire with a certificate made for the run and pinned by th
 shuffling the data into balanced shards at every ``train``. ``round_timeout=`` (synchronous
 strategies, default 600 s): how long a worker waits for the others to commit to a round
 before the run fails naming the worker(s) that did not (None: wait forever);
+``gpus_per_worker=`` (default 0: none) gives each worker's training task that many GPUs from
+Spark's resource scheduling, the only GPUs its backend sees (see the README's "GPUs");
 ``progress=`` shows a progress bar; ``spark=`` the SparkSession (default: the active one, or a
 local one started for you).
 
@@ -127,6 +129,7 @@ class Trainer:
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         spark=None,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
@@ -184,6 +187,9 @@ class Trainer:
         if round_timeout is not None and not round_timeout > 0:
             raise ValueError(f"round_timeout must be > 0 seconds or None, got {round_timeout}")
         self.round_timeout = round_timeout
+        from distkeras.spark.gpus import check_gpus_per_worker
+
+        self.gpus_per_worker = check_gpus_per_worker(gpus_per_worker)
         self.spark = spark
         self.history = None
         self.members: list[np.ndarray] = []
@@ -285,6 +291,7 @@ class Trainer:
             ps_bind=self.ps_bind,
             ps_tls=self.ps_tls,
             round_timeout=self.round_timeout,
+            gpus_per_worker=self.gpus_per_worker,
         )
 
     def train(self, df, validation=None, callbacks=None):
@@ -396,6 +403,7 @@ class SingleTrainer(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -456,6 +464,7 @@ class AveragingTrainer(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -514,6 +523,7 @@ class EnsembleTrainer(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -578,6 +588,7 @@ class DOWNPOUR(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -645,6 +656,7 @@ class ADAG(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -711,6 +723,7 @@ class DynSGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -781,6 +794,7 @@ class AEASGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -852,6 +866,7 @@ class EAMSGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -912,6 +927,7 @@ class EASGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -981,6 +997,7 @@ class Experimental(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -1037,6 +1054,7 @@ class LocalSGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -1099,6 +1117,7 @@ class DiLoCo(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,

@@ -85,6 +85,14 @@ def register(subparsers) -> None:
         help="stop when the test split's loss has not improved for PATIENCE epochs, and keep the best epoch's model "
         "(keras EarlyStopping on val_loss with restore_best_weights)",
     )
+    p.add_argument(
+        "--gpus-per-worker",
+        type=int,
+        default=0,
+        metavar="N",
+        help="GPUs each worker's training task gets from Spark's resource scheduling (needs a cluster whose executors "
+        "announce GPUs: spark.executor.resource.gpu.amount; see the README's GPUs section)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="distkeras-out", help="output folder")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object (last line of stdout)")
@@ -126,6 +134,7 @@ def run_train(args) -> int:
         ps_bind=args.ps_bind,
         ps_tls=args.ps_tls,
         early_stopping=args.early_stopping,
+        gpus_per_worker=args.gpus_per_worker,
         params={k: _parse_value(v) for k, v in args.param},
         conf=dict(args.conf),
         progress=not args.quiet,
