@@ -27,31 +27,7 @@ from _common import parser, result, write_results  # noqa: E402
 
 from distkeras.core import recommend  # noqa: E402
 from distkeras.core.strategies import STRATEGIES  # noqa: E402
-
-
-def make_mlp(seed: int = 0):
-    """64-64-10 ReLU MLP (the tests' model, tests/training.py)."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [keras.Input((64,), name="pixels"), keras.layers.Dense(64, activation="relu", name="hidden"), keras.layers.Dense(10, activation="softmax", name="probs")],
-        name="mlp",
-    )
-
-
-def digits_frames(spark):
-    import pyarrow as pa
-
-    from distkeras.data import load_digits
-
-    data = load_digits("both")
-
-    def frame(x, y):
-        features = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), x.shape[1]).cast(pa.list_(pa.float32()))
-        return spark.createDataFrame(pa.table({"features": features, "label": pa.array(y.astype(np.int64))}))
-
-    return frame(data.x_train, data.y_train).cache(), data
+from tests.training import accuracy, digits_frames, make_mlp  # noqa: E402  (the tests' model and data frames)
 
 
 def train_and_score(strategy: str, kwargs: dict, train_df, data) -> tuple[float, float]:
@@ -66,7 +42,7 @@ def train_and_score(strategy: str, kwargs: dict, train_df, data) -> tuple[float,
         trainer = make_trainer(strategy, make_mlp(0), loss="sparse_categorical_crossentropy", metrics=["accuracy"], progress=False, **kwargs)
         model = trainer.train(train_df)
     probs = np.asarray(model.predict(data.x_test, verbose=0, batch_size=256))
-    return float((probs.argmax(axis=1) == data.y_test).mean()), time.perf_counter() - t0
+    return accuracy(probs, data.y_test), time.perf_counter() - t0
 
 
 def main() -> None:
@@ -76,7 +52,7 @@ def main() -> None:
     from distkeras.spark.session import get_or_create_session
 
     spark = get_or_create_session("local[4,2]", app_name="recommended_real")
-    train_df, data = digits_frames(spark)
+    train_df, _, data = digits_frames(spark)
     single, _ = train_and_score("single", recommend.recommended("single", 1, args.optimizer), train_df, data)
     rows, runs = [], {}
     for n in [4] if args.quick else [2, 4]:

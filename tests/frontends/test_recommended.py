@@ -53,6 +53,7 @@ def test_a_slow_setting_warns_before_the_run_starts(spark, keras):
         trainer.train(tiny)
     (w,) = [w for w in caught if issubclass(w.category, StrategySettingsWarning)]
     assert "ADAG: adag commits delta/window" in str(w.message) and "window 4 with adam learning rate 0.01" in str(w.message)
+    assert w.filename == __file__  # points at the caller's train()
 
 
 def test_strategies_cli_json(capsys):
