@@ -44,6 +44,12 @@ LR, BATCH, HIDDEN = 0.1, 16, 64
 DIVERGED = 0.2  # test accuracy at or below this: the run diverged (10 classes: chance is 0.1)
 
 
+def diverged(summary: dict[str, Any]) -> bool:
+    """A run diverged: the server rejected a commit (NaN or Inf: the simulator stops the run, as
+    a Spark run fails; its accuracy is then the center's when it stopped) or it ended at chance."""
+    return bool(summary.get("failed")) or summary["test_accuracy"] <= DIVERGED
+
+
 def sim(data, strategy: str, workers: int, epochs: int, **kw: Any) -> dict[str, Any]:
     cfg = SimConfig(strategy, workers, epochs=epochs, lr=kw.pop("lr", LR), batch_size=BATCH, model="mlp", hidden=HIDDEN, **kw)
     return simulate(cfg, data).summary
@@ -111,14 +117,17 @@ def claim_workers(data, quick: bool) -> dict[str, Any]:
     for name, window in strategies.items():
         for n in ns:
             s = sim(data, name, n, epochs, window=window, delay="lognormal:0.5")
-            rows.append({"strategy": name, "workers": n, "window": window, "test_accuracy": s["test_accuracy"], "staleness": s["staleness"]["mean"]})
+            rows.append({"strategy": name, "workers": n, "window": window, "test_accuracy": s["test_accuracy"], "diverged": diverged(s), "staleness": s["staleness"]["mean"]})
     single = sim(data, "single", 1, epochs)["test_accuracy"]
 
     def acc(name, n):
         return next(r["test_accuracy"] for r in rows if r["strategy"] == name and r["workers"] == n)
 
-    down_diverged = [n for n in ns if acc("downpour", n) <= DIVERGED]
-    adag_ok = all(acc("adag", n) > DIVERGED for n in ns)
+    def failed(name, n):
+        return next(r["diverged"] for r in rows if r["strategy"] == name and r["workers"] == n)
+
+    down_diverged = [n for n in ns if failed("downpour", n)]
+    adag_ok = not any(failed("adag", n) for n in ns)
     first = min(down_diverged) if down_diverged else None
     if adag_ok and first is not None and first > 10 - 5 and first <= 20:
         verdict = "reproduced"
@@ -126,7 +135,7 @@ def claim_workers(data, quick: bool) -> dict[str, Any]:
         verdict = "partly"
     else:
         verdict = "refuted"
-    ours = "; ".join(f"{name}: " + ", ".join(f"{n}w {acc(name, n):.2f}" for n in ns) for name in strategies)
+    ours = "; ".join(f"{name}: " + ", ".join(f"{n}w " + ("diverged" if failed(name, n) else f"{acc(name, n):.2f}") for n in ns) for name in strategies)
     return {
         "claim": "DOWNPOUR diverges as workers grow (converges at 10, diverges at 20); AGN (ADAG) stays stable up to 40",
         "source": "Hermans, On Scalable Deep Learning and Parallelizing Gradient Descent, MSc thesis 2017 (AGN vs DOWNPOUR, MNIST, n up to 40)",
@@ -148,18 +157,18 @@ def claim_easgd(data, quick: bool) -> dict[str, Any]:
     for beta in betas:
         alpha = beta / p
         s = sim(data, "easgd", p, epochs, window=window, params={"rho": alpha / LR, "learning_rate": LR})
-        rows.append({"beta": beta, "alpha": alpha, "test_accuracy": s["test_accuracy"]})
+        rows.append({"beta": beta, "alpha": alpha, "test_accuracy": s["test_accuracy"], "diverged": diverged(s)})
     single = sim(data, "single", 1, epochs)["test_accuracy"]
     at = {r["beta"]: r["test_accuracy"] for r in rows}
     good = at[0.9] >= max(at.values()) - 0.02  # the paper's β trains as well as any
     unstable = [b for b in betas if b + b / p > 2.0]
-    bad = all(at[b] <= DIVERGED for b in unstable)
+    bad = all(r["diverged"] for r in rows if r["beta"] in unstable)
     verdict = "reproduced" if good and bad else ("partly" if good or bad else "refuted")
     return {
         "claim": "synchronous EASGD trains at beta = p*alpha = 0.9 (the paper's setting) as well as at any beta; its round map diverges once alpha + beta > 2",
         "source": "Zhang, Choromanska, LeCun, Deep learning with Elastic Averaging SGD, NIPS 2015 (stability analysis; beta = 0.9 in their experiments)",
         "their_figure": "beta = 0.9 in every experiment; stability analysis of the round map",
-        "ours": ", ".join(f"beta {r['beta']:g}: {r['test_accuracy']:.2f}" for r in rows) + f" (single {single:.2f}, {p} workers)",
+        "ours": ", ".join(f"beta {r['beta']:g}: " + ("diverged" if r["diverged"] else f"{r['test_accuracy']:.2f}") for r in rows) + f" (single {single:.2f}, {p} workers)",
         "verdict": verdict,
         "workers": p,
         "setting": f"synchronous EASGD, {p} workers, window {window}, digits MLP, SGD lr {LR}, {epochs} epochs",
@@ -227,7 +236,7 @@ def claim_topk(data, quick: bool) -> dict[str, Any]:
     rows = []
     for codec in codecs:
         s = sim(data, "downpour", n, epochs, window=window, codec=codec)
-        rows.append({"codec": codec, "test_accuracy": s["test_accuracy"], "bytes_sent": s["bytes_sent"]})
+        rows.append({"codec": codec, "test_accuracy": s["test_accuracy"], "diverged": diverged(s), "bytes_sent": s["bytes_sent"]})
     base = rows[0]
     for r in rows:
         r["compression"] = base["bytes_sent"] / r["bytes_sent"]
