@@ -64,6 +64,7 @@ from .codecs import get_codec
 from .flat import Layout
 from .interleave import WorkerFailed, interleave
 from .local_client import LocalClient
+from .recommend import ELASTIC_BETA, elastic_note
 from .server import CommitRejected, ParameterServerState
 from .strategies import STRATEGIES, Strategy, get_strategy
 from .worker_loop import WindowResult, worker_loop
@@ -545,32 +546,11 @@ def _run_exchanging(strategy: Strategy, codec, workers, model, init_rng, duratio
 
 
 # -- all strategies side by side -------------------------------------------------------------------
-ELASTIC_BETA = 0.9  # Zhang et al. 2015 run the EASGD family with β = p·α = 0.9
-
-
 def stability_note(strategy: Strategy, workers: int) -> str | None:
-    """Why the literature expects ``strategy`` to fail with ``workers`` workers, or None.
-
-    The EASGD family (Zhang, Choromanska, LeCun, NIPS 2015) pulls the center towards the
-    workers with moving rate α. Synchronous EASGD applies the p commits of a round against the
-    same center, so the center moves by β = p·α times its distance to the workers' average,
-    c ← (1 − β) c + β·mean(w): with β > 1 it overshoots that average (and for β > 2 the distance
-    grows every round); the paper runs its experiments with β = 0.9, α = β/p. The asynchronous
-    variants (AEASGD, EAMSGD) read the center right before each commit
-    (``Strategy.pulls_before_commit``), so each commit moves it a fraction α ≤ 1 (checked when
-    the strategy is built) of its distance to one worker: no note, whatever p.
-    """
-    alpha = getattr(strategy, "alpha", None)
-    if alpha is None or strategy.replace_after_pull or strategy.pulls_before_commit or not strategy.exchanges:
-        return None
-    if workers * alpha <= 1.0:
-        return None
-    rho = ELASTIC_BETA / workers / strategy.learning_rate
-    return (
-        f"alpha={alpha:g} with {workers} workers gives beta=p*alpha={workers * alpha:g} > 1: each round of "
-        f"commits moves the center {workers * alpha:g}x its distance to the workers' average, overshooting it; "
-        f"Zhang, Choromanska & LeCun, Deep learning with Elastic Averaging SGD, NIPS 2015, use beta=0.9 (alpha=0.9/p); --param rho={rho:.4g} gives that here"
-    )
+    """Why the literature expects ``strategy`` to fail with ``workers`` workers, or None: the
+    elastic family's β = p·α > 1 (:func:`distkeras.core.recommend.elastic_note`, which the
+    trainers' warnings use too)."""
+    return elastic_note(strategy, workers)
 
 
 def warnings_for(summary: dict[str, Any]) -> list[str]:

@@ -294,6 +294,24 @@ class Trainer:
             gpus_per_worker=self.gpus_per_worker,
         )
 
+    def settings_notes(self) -> list[str]:
+        """What the evidence says about this trainer's settings (slow or unstable regimes, with
+        the recommended setting); empty at ``distkeras.recommended(...)``'s settings."""
+        from distkeras.core.recommend import optimizer_settings, settings_notes
+
+        name, lr = optimizer_settings(self.spec.optimizer)
+        return settings_notes(
+            self.strategy, self.num_workers, epochs=self.num_epoch, batch_size=self.batch_size, optimizer=name, learning_rate=lr
+        )
+
+    def warn_settings(self) -> None:
+        """One :class:`distkeras.StrategySettingsWarning` per note of :meth:`settings_notes`
+        (``train`` calls it before the run starts)."""
+        from distkeras.core.recommend import StrategySettingsWarning
+
+        for note in self.settings_notes():
+            warnings.warn(f"{type(self).__name__}: {note}", StrategySettingsWarning, stacklevel=3)
+
     def train(self, df, validation=None, callbacks=None):
         """Train on ``df``; returns a compiled keras.Model holding the center's weights.
 
@@ -310,6 +328,7 @@ class Trainer:
         from distkeras.backends import KerasAdapter
         from distkeras.spark.runner import run_training
 
+        self.warn_settings()
         adapter = KerasAdapter.from_spec(self.spec)  # evaluates the centers; the callbacks' model; returned
         evaluate_center = None
         if validation is not None:

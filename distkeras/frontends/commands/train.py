@@ -99,10 +99,6 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
 
-    s = subparsers.add_parser("strategies", help="list every strategy with its defaults and paper")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=run_strategies)
-
 
 def run_train(args) -> int:
     from distkeras.frontends.main_job import JobConfig, format_metrics, run_job
@@ -153,23 +149,4 @@ def run_train(args) -> int:
         print(json.dumps(result))
     else:
         print(format_metrics(result))
-    return 0
-
-
-def run_strategies(args) -> int:
-    from distkeras.core.strategies import STRATEGIES
-
-    rows = []
-    for name, cls in STRATEGIES.items():
-        s = cls()
-        mode = "none" if not s.exchanges else ("sync" if s.synchronous else "async")
-        rows.append({"name": name, "mode": mode, "defaults": s.params(), "paper": s.paper})
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    width = max(len(r["name"]) for r in rows)
-    for r in rows:
-        defaults = ", ".join(f"{k}={v}" for k, v in r["defaults"].items())
-        print(f"{r['name']:<{width}}  {r['mode']:<5}  {defaults}")
-        print(f"{'':<{width}}         {r['paper']}")
     return 0
