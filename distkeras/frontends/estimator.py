@@ -42,6 +42,8 @@ objects given to the constructor or ``setParams`` are turned into that (their co
 arguments), never pickled. ``validationFraction`` > 0 holds out that share of the rows
 (``randomSplit`` with ``seed``) for the per-epoch ``val_*`` metrics that callbacks such as
 ``EarlyStopping(monitor="val_loss")`` watch and for the fitted model's ``history.epochs``.
+``gpusPerWorker`` > 0 gives each worker's training task that many GPUs from Spark's resource
+scheduling (the training stage only; see :mod:`distkeras.spark.gpus`).
 """
 
 from __future__ import annotations
@@ -222,6 +224,12 @@ class _KerasEstimatorParams(_KerasModelParams):
         "share of the rows held out for per-epoch validation metrics (val_*) in [0, 1)",
         typeConverter=TypeConverters.toFloat,
     )
+    gpusPerWorker = Param(
+        Params._dummy(),
+        "gpusPerWorker",
+        "GPUs each worker's training task gets from Spark's resource scheduling (0: none)",
+        typeConverter=TypeConverters.toInt,
+    )
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -244,6 +252,7 @@ class _KerasEstimatorParams(_KerasModelParams):
             psTls="auto",
             callbacks="[]",
             validationFraction=0.0,
+            gpusPerWorker=0,
         )
 
     def getCallbacks(self) -> list:
@@ -257,6 +266,11 @@ class _KerasEstimatorParams(_KerasModelParams):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"validationFraction must be in [0, 1), got {value}")
         return value
+
+    def getGpusPerWorker(self) -> int:
+        from distkeras.spark.gpus import check_gpus_per_worker
+
+        return check_gpus_per_worker(self.getOrDefault(self.gpusPerWorker))
 
     def getStrategy(self) -> str:
         return self.getOrDefault(self.strategy)
@@ -406,6 +420,7 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
         psTls: str = "auto",
         callbacks: Any = "[]",
         validationFraction: float = 0.0,
+        gpusPerWorker: int = 0,
     ):
         super().__init__()
         self._spec_json: str | None = None
@@ -491,6 +506,7 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
             ps_host=self.getPsHost() or None,
             ps_bind=self.getPsBind() or None,
             ps_tls=self.getPsTls(),
+            gpus_per_worker=self.getGpusPerWorker(),
             spark=spark,
             **strategy_params,
         )

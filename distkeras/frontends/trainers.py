@@ -49,6 +49,8 @@ the parameter server's wire with a certificate made for the run and pinned by th
 shuffling the data into balanced shards at every ``train``. ``round_timeout=`` (synchronous
 strategies, default 600 s): how long a worker waits for the others to commit to a round
 before the run fails naming the worker(s) that did not (None: wait forever);
+``gpus_per_worker=`` (default 0: none) gives each worker's training task that many GPUs from
+Spark's resource scheduling, the only GPUs its backend sees (see the README's "GPUs");
 ``progress=`` shows a progress bar; ``spark=`` the SparkSession (default: the active one, or a
 local one started for you).
 
@@ -127,6 +129,7 @@ class Trainer:
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         spark=None,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
@@ -184,6 +187,9 @@ class Trainer:
         if round_timeout is not None and not round_timeout > 0:
             raise ValueError(f"round_timeout must be > 0 seconds or None, got {round_timeout}")
         self.round_timeout = round_timeout
+        from distkeras.spark.gpus import check_gpus_per_worker
+
+        self.gpus_per_worker = check_gpus_per_worker(gpus_per_worker)
         self.spark = spark
         self.history = None
         from distkeras.spark.warmup import start_for_trainer
@@ -289,7 +295,26 @@ class Trainer:
             ps_bind=self.ps_bind,
             ps_tls=self.ps_tls,
             round_timeout=self.round_timeout,
+            gpus_per_worker=self.gpus_per_worker,
         )
+
+    def settings_notes(self) -> list[str]:
+        """What the evidence says about this trainer's settings (slow or unstable regimes, with
+        the recommended setting); empty at ``distkeras.recommended(...)``'s settings."""
+        from distkeras.core.recommend import optimizer_settings, settings_notes
+
+        name, lr = optimizer_settings(self.spec.optimizer)
+        return settings_notes(
+            self.strategy, self.num_workers, epochs=self.num_epoch, batch_size=self.batch_size, optimizer=name, learning_rate=lr
+        )
+
+    def warn_settings(self) -> None:
+        """One :class:`distkeras.StrategySettingsWarning` per note of :meth:`settings_notes`
+        (``train`` calls it before the run starts)."""
+        from distkeras.core.recommend import StrategySettingsWarning
+
+        for note in self.settings_notes():
+            warnings.warn(f"{type(self).__name__}: {note}", StrategySettingsWarning, stacklevel=3)
 
     def train(self, df, validation=None, callbacks=None):
         """Train on ``df``; returns a compiled keras.Model holding the center's weights.
@@ -307,6 +332,7 @@ class Trainer:
         from distkeras.backends import KerasAdapter
         from distkeras.spark.runner import run_training
 
+        self.warn_settings()
         adapter = KerasAdapter.from_spec(self.spec)  # evaluates the centers; the callbacks' model; returned
         evaluate_center = None
         if validation is not None:
@@ -400,6 +426,7 @@ class SingleTrainer(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -460,6 +487,7 @@ class AveragingTrainer(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -518,6 +546,7 @@ class EnsembleTrainer(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -582,6 +611,7 @@ class DOWNPOUR(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -649,6 +679,7 @@ class ADAG(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -715,6 +746,7 @@ class DynSGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -785,6 +817,7 @@ class AEASGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -856,6 +889,7 @@ class EAMSGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -916,6 +950,7 @@ class EASGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -985,6 +1020,7 @@ class Experimental(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -1041,6 +1077,7 @@ class LocalSGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -1103,6 +1140,7 @@ class DiLoCo(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,

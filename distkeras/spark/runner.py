@@ -81,6 +81,9 @@ class RunOptions:
     # forever. 600 s is generous for real training (workers of a barrier stage start together and
     # get equal shards); raise it for very uneven executors or data, None waits forever.
     round_timeout: float | None = 600.0
+    # GPUs each worker's task asks Spark for (a stage-level ResourceProfile for the training stage
+    # only; see distkeras.spark.gpus). 0: no GPUs, the default resources.
+    gpus_per_worker: int = 0
 
 
 def _server_stats(service) -> dict:
@@ -270,6 +273,13 @@ def run_training(
     num_workers = 1 if strategy.name == "single" else int(options.num_workers)
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    from . import gpus
+
+    gpus_per_worker = gpus.check_gpus_per_worker(options.gpus_per_worker)
+    profile = gpus.training_profile(spark, gpus_per_worker)
+    if profile is not None:  # before any job: a stage asking for GPUs nobody has would wait forever
+        gpus.check_gpus(spark, profile, num_workers, gpus_per_worker)
+        gpus.warn_if_workers_reused(spark, gpus_per_worker)
     from .diagnose import explained
 
     with explained(spark):  # the feed's probe is the run's first job on the executors
@@ -353,7 +363,14 @@ def run_training(
         cfg = config.to_dict()
 
         def worker_fn(worker: int, attempt: int, x, y, sample_weight: np.ndarray | None = None) -> dict:
-            return run_worker(WorkerConfig(**cfg), worker, attempt, x, y, sample_weight)
+            if not gpus_per_worker:
+                return run_worker(WorkerConfig(**cfg), worker, attempt, x, y, sample_weight)
+            from distkeras.spark.gpus import device_record, pin_task_gpus
+
+            placement = pin_task_gpus(gpus_per_worker)  # before run_worker imports the backend
+            summary = run_worker(WorkerConfig(**cfg), worker, attempt, x, y, sample_weight)
+            summary["device"] = device_record(placement, summary.get("backend"))
+            return summary
 
         t1 = time.perf_counter()
         history.timings["job_submitted_at"] = time.time()
@@ -383,6 +400,7 @@ def run_training(
                 spec=feed_spec,
                 strategy=strategy.name,
                 repartition=options.repartition,
+                profile=profile,
             )
         history.timings["train_seconds"] = time.perf_counter() - t1
         members: list[np.ndarray] = []

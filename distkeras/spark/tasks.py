@@ -171,6 +171,7 @@ def run_workers(
     repartition: bool = True,
     strategy: str | None = None,
     slot_wait_s: float = 10.0,
+    profile: Any = None,
 ) -> list[dict]:
     """Run ``worker_fn(worker_id, attempt, x, y) -> dict`` once per partition, ``num_workers``
     partitions, and return the summaries in worker order (``summaries[i]`` from worker ``i``).
@@ -182,6 +183,8 @@ def run_workers(
     ``df`` must already be prepared). ``repartition=False`` uses ``df``'s partitions as they are
     (they must number ``num_workers``), e.g. a cached, already partitioned DataFrame.
     ``barrier=True`` runs all workers at once (``BarrierTaskContext`` via :func:`current_task`).
+    ``profile``: a ``pyspark.resource.ResourceProfile`` for this stage only (GPUs, see
+    :mod:`distkeras.spark.gpus`); None: the application's default resources.
 
     Raises :class:`WorkerError` when a worker fails (after Spark's retries),
     :class:`NotEnoughSlotsError` when a barrier run cannot get ``num_workers`` slots at once.
@@ -200,7 +203,7 @@ def run_workers(
         have = df._jdf.rdd().getNumPartitions()
         if have != num_workers:
             raise ValueError(f"repartition=False, but the DataFrame has {have} partitions for {num_workers} workers")
-    out = df.mapInArrow(_WorkerTask(worker_fn, spec, barrier), RESULT_SCHEMA, barrier=barrier)
+    out = df.mapInArrow(_WorkerTask(worker_fn, spec, barrier), RESULT_SCHEMA, barrier=barrier, profile=profile)
     try:
         table = out.toArrow()
     except Exception as exc:

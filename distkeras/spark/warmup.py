@@ -99,6 +99,16 @@ def _slots(spark) -> int:
         return 0
 
 
+def _reuses_workers(spark) -> bool:
+    """False when the session starts a fresh Python worker per task (spark.python.worker.reuse
+    off, e.g. one per GPU task): then nothing a warm-up leaves behind would be found."""
+    try:
+        value = spark.conf.get("spark.python.worker.reuse", "true")
+    except Exception:  # a session that cannot say: assume Spark's default
+        return True
+    return str(value).strip().lower() != "false"
+
+
 def start(
     spark: "SparkSession",
     backend: str | None = None,
@@ -110,9 +120,9 @@ def start(
     """Submit the warm-up job (``tasks`` tasks, default one per task slot) in a background thread
     and return its handle at once. With ``spec_json`` and ``strategy`` (and its parameters) the
     tasks also build the run's model. Nothing is submitted (an empty handle) when turned off with
-    ``DISTKERAS_WARMUP=0``, when the cluster has no task slot yet, or when the same warm-up is
-    still running on this session."""
-    if not enabled():
+    ``DISTKERAS_WARMUP=0``, when the session does not reuse Python workers, when the cluster has no
+    task slot yet, or when the same warm-up is still running on this session."""
+    if not enabled() or not _reuses_workers(spark):
         return Warmup()
     n = int(tasks) if tasks else _slots(spark)
     if n < 1:

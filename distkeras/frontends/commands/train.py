@@ -85,15 +85,19 @@ def register(subparsers) -> None:
         help="stop when the test split's loss has not improved for PATIENCE epochs, and keep the best epoch's model "
         "(keras EarlyStopping on val_loss with restore_best_weights)",
     )
+    p.add_argument(
+        "--gpus-per-worker",
+        type=int,
+        default=0,
+        metavar="N",
+        help="GPUs each worker's training task gets from Spark's resource scheduling (needs a cluster whose executors "
+        "announce GPUs: spark.executor.resource.gpu.amount; see the README's GPUs section)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="distkeras-out", help="output folder")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object (last line of stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
-
-    s = subparsers.add_parser("strategies", help="list every strategy with its defaults and paper")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=run_strategies)
 
 
 def run_train(args) -> int:
@@ -126,6 +130,7 @@ def run_train(args) -> int:
         ps_bind=args.ps_bind,
         ps_tls=args.ps_tls,
         early_stopping=args.early_stopping,
+        gpus_per_worker=args.gpus_per_worker,
         params={k: _parse_value(v) for k, v in args.param},
         conf=dict(args.conf),
         progress=not args.quiet,
@@ -144,23 +149,4 @@ def run_train(args) -> int:
         print(json.dumps(result))
     else:
         print(format_metrics(result))
-    return 0
-
-
-def run_strategies(args) -> int:
-    from distkeras.core.strategies import STRATEGIES
-
-    rows = []
-    for name, cls in STRATEGIES.items():
-        s = cls()
-        mode = "none" if not s.exchanges else ("sync" if s.synchronous else "async")
-        rows.append({"name": name, "mode": mode, "defaults": s.params(), "paper": s.paper})
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    width = max(len(r["name"]) for r in rows)
-    for r in rows:
-        defaults = ", ".join(f"{k}={v}" for k, v in r["defaults"].items())
-        print(f"{r['name']:<{width}}  {r['mode']:<5}  {defaults}")
-        print(f"{'':<{width}}         {r['paper']}")
     return 0
