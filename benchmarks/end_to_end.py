@@ -17,7 +17,7 @@ Section ``training``: for each Keras backend, in its own subprocess with its own
 session, the time until the test accuracy reaches 95% of plain Keras's final test accuracy on a
 generated 1M x 100, 10-class task (120 overlapping Gaussian clusters, fixed seed; meant to take
 plain ``model.fit`` a minute or more to the target, which the JSON checks: ``task_big_enough``):
-every strategy at its settings (``STRATEGY_SETTINGS``, one table) with 2 workers (one per core)
+every strategy at its recommended settings (``strategy_settings``: distkeras.core.recommend) with 2 workers (one per core)
 against ``model.fit`` in one process on the same 2 cores. A first ("cold") run, then warm runs
 alternating with the baseline; the fastest strategy is named, with its training throughput once
 running and a profile of where the time goes (job launch + Arrow feed, Keras import, compiling,
@@ -198,9 +198,8 @@ SNAPSHOT_S = 0.25
 HIDDEN = 256
 
 # Every strategy's settings in one place (per-worker batch, worker Adam learning rate, strategy
-# parameters). These are sensible per-strategy settings (ADAG's learning rate was tuned here:
-# it commits Δ/λ, so its workers take larger steps); swap in distkeras.core.recommend's table
-# once that exists, by changing strategy_settings() only.
+# parameters): the fallback when distkeras.core.recommend is missing; strategy_settings() reads
+# that module's recommendations when it exists (ADAG's rate here was tuned on the earlier task).
 STRATEGY_SETTINGS: dict[str, dict[str, Any]] = {
     "adag": {"batch": 128, "lr": 0.008, "params": {}},
     "downpour": {"batch": 128, "lr": 0.001, "params": {}},
@@ -216,9 +215,25 @@ STRATEGY_SETTINGS: dict[str, dict[str, Any]] = {
 QUICK_STRATEGIES = ("adag", "downpour", "localsgd")
 
 
-def strategy_settings(name: str) -> dict[str, Any]:
-    """The settings a strategy runs with in this benchmark (see STRATEGY_SETTINGS)."""
-    return {**STRATEGY_SETTINGS[name], "params": dict(STRATEGY_SETTINGS[name]["params"])}
+def strategy_settings(name: str, workers: int = 2) -> dict[str, Any]:
+    """The settings a strategy runs with in this benchmark: distkeras.core.recommend's window,
+    strategy parameters and learning-rate multiplier (its rate over its base rate, applied to
+    this task's Adam 0.001 at batch 128) where that module exists, else STRATEGY_SETTINGS."""
+    try:
+        from distkeras.core.recommend import base_lr, recommendation
+    except ImportError:
+        return {**STRATEGY_SETTINGS[name], "params": dict(STRATEGY_SETTINGS[name]["params"])}
+    rec = recommendation(name, workers, "adam")
+    params = dict(rec.params)
+    if rec.window is not None:
+        params["window"] = rec.window
+    if rec.optimizer == "sgd":  # EAMSGD: its workers run SGD with Nesterov momentum at this rate
+        return {"batch": STRATEGY_SETTINGS[name]["batch"], "lr": rec.learning_rate, "params": params, "recommended": rec.why}
+    scale = rec.learning_rate / base_lr(rec.optimizer)
+    if "learning_rate" in params:  # the elastic family: alpha = rho * learning_rate stays as recommended
+        params["rho"] = params["rho"] * params["learning_rate"] / (0.001 * scale)
+        params["learning_rate"] = 0.001 * scale
+    return {"batch": STRATEGY_SETTINGS[name]["batch"], "lr": 0.001 * scale, "params": params, "recommended": rec.why}
 
 
 def make_task(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -534,7 +549,7 @@ def section_training(spark, args) -> tuple[list[dict[str, Any]], dict[str, Any]]
         f"time until the test accuracy reaches {TARGET_FRACTION:.0%} of plain Keras's final test accuracy (its first run), "
         f"{TRAIN_ROWS // 1000}k x {N_FEATURES} rows of {CLUSTERS_PER_CLASS * N_CLASSES} overlapping Gaussian clusters "
         f"({N_CLASSES} classes; --quick: 60k rows and {', '.join(QUICK_STRATEGIES)} only), local[2]; every strategy at its "
-        "settings (STRATEGY_SETTINGS), 2 workers; ratio = baseline/ours (above 1: ours is faster); target "
+        "recommended settings (strategy_settings: distkeras.core.recommend), 2 workers; ratio = baseline/ours (above 1: ours is faster); target "
         f"{TIME_TARGET} for the fastest strategy (named), warm; task_big_enough: plain model.fit needed >= "
         f"{MIN_BASELINE_S:.0f} s to the target (the task is meant to); the SparkSession start and the Python workers' start are reported "
         "apart (session_start_s, first_job_s); per run: curve [[seconds, test accuracy]]; ours per worker: task_start_s "
