@@ -81,6 +81,10 @@ class RunOptions:
     # forever. 600 s is generous for real training (workers of a barrier stage start together and
     # get equal shards); raise it for very uneven executors or data, None waits forever.
     round_timeout: float | None = 600.0
+    # Each worker's feed budget (distkeras.spark.spill): its partition stays in memory when it fits
+    # this many bytes and is spilled to the executor's local disk otherwise; "auto": half of
+    # spark.executor.pyspark.memory per concurrent task when that is set, else 512 MiB.
+    feed_memory: int | str = "auto"
 
 
 def _server_stats(service) -> dict:
@@ -271,7 +275,9 @@ def run_training(
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
     from .diagnose import explained
+    from .spill import resolve_budget
 
+    budget = resolve_budget(options.feed_memory, spark)
     with explained(spark):  # the feed's probe is the run's first job on the executors
         prepared, feed_spec = feed.prepare(
             df,
@@ -349,8 +355,8 @@ def run_training(
         history.timings["setup_seconds"] = time.perf_counter() - t0
         cfg = config.to_dict()
 
-        def worker_fn(worker: int, attempt: int, x, y, sample_weight: np.ndarray | None = None) -> dict:
-            return run_worker(WorkerConfig(**cfg), worker, attempt, x, y, sample_weight)
+        def worker_fn(worker: int, attempt: int, source) -> dict:
+            return run_worker(WorkerConfig(**cfg), worker, attempt, source)
 
         t1 = time.perf_counter()
         history.timings["job_submitted_at"] = time.time()
@@ -380,6 +386,7 @@ def run_training(
                 spec=feed_spec,
                 strategy=strategy.name,
                 repartition=options.repartition,
+                feed=budget,
             )
         history.timings["train_seconds"] = time.perf_counter() - t1
         members: list[np.ndarray] = []

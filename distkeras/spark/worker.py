@@ -59,51 +59,43 @@ def decode_vector(s: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(s), dtype=np.float32).copy()
 
 
-def epoch_order(n: int, seed: int, worker: int, epoch: int) -> np.ndarray:
-    """The shuffled sample order of one worker's epoch (deterministic)."""
-    return np.random.default_rng([seed, worker, epoch]).permutation(n)
+_END = object()
 
 
-def batch_stream(x, y, batch_size: int, epochs: int, seed: int, worker: int, sample_weight: np.ndarray | None = None):
-    """Yield (x_batch, y_batch) for every full batch of every epoch; the last partial batch
-    of an epoch is dropped so every batch has the same shape (JAX compiles once).
+def windows(stream, window: int, cap: int | None = None):
+    """Group a batch stream into windows of ``window`` batches (the last may be shorter). Each
+    window comes as an iterator of *parts*, ``(xs, ys)`` or ``(xs, ys, ws)`` lists of at most
+    ``cap`` batches (None: the whole window is one part), taken from the stream as they are
+    trained, so that a spilled feed never holds more than ``cap`` batches (see
+    :meth:`distkeras.spark.source.BatchSource.max_window`). What a window's consumer leaves
+    is skipped when the next window is asked for."""
+    stream = iter(stream)
+    step = window if cap is None else max(1, min(window, cap))
 
-    ``x``/``y`` may be lists or dicts of arrays (several inputs/outputs); with
-    ``sample_weight`` the batches are (x_batch, y_batch, w_batch). Every array is indexed with
-    the same permutation, so rows stay together."""
-    from distkeras.backends.batches import map_structure, num_rows
+    def parts(head):
+        got, left = [head], window - 1
+        while True:
+            while len(got) < step and left > 0:
+                batch = next(stream, _END)
+                if batch is _END:
+                    left = 0
+                    break
+                got.append(batch)
+                left -= 1
+            if got:
+                yield tuple(list(items) for items in zip(*got))
+            if left == 0:
+                return
+            got = []
 
-    n = num_rows(x)
-    per_epoch = n // batch_size
-    plain = isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and sample_weight is None
-    for epoch in range(epochs):
-        order = epoch_order(n, seed, worker, epoch)
-        for b in range(per_epoch):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            if plain:
-                yield x[idx], y[idx]
-                continue
-            take = lambda a: a[idx]  # noqa: E731
-            if sample_weight is None:
-                yield map_structure(take, x), map_structure(take, y)
-            else:
-                yield map_structure(take, x), map_structure(take, y), sample_weight[idx]
-
-
-def windows(stream, window: int):
-    """Group a batch stream into lists of ``window`` batches (the last may be shorter): yields
-    ``(xs, ys)``, or ``(xs, ys, ws)`` for a stream of weighted batches."""
-    group: list[list] | None = None
-    for batch in stream:
-        if group is None:
-            group = [[] for _ in batch]
-        for part, item in zip(group, batch):
-            part.append(item)
-        if len(group[0]) == window:
-            yield tuple(group)
-            group = [[] for _ in batch]
-    if group and group[0]:
-        yield tuple(group)
+    while True:
+        head = next(stream, _END)
+        if head is _END:
+            return
+        current = parts(head)
+        yield current
+        for _rest in current:
+            pass
 
 
 #: Adapters built in this Python worker process, by (backend, model spec JSON), most recent last.
@@ -157,19 +149,29 @@ def cached_adapter(spec):
     return adapter
 
 
-def train_window(adapter, xs, ys, full: int, ws=None) -> dict[str, float]:
-    """Train one window. A window shorter than ``full`` (a run's last) runs as one-step windows:
-    JAX compiles the fast path once per window length, and length 1 serves every remainder
-    (and every strategy) instead of compiling once more for each run's odd last window.
-    ``ws``: the batches' sample weights, or None."""
-    if len(xs) == full or len(xs) == 1:
-        return adapter.train_window(xs, ys) if ws is None else adapter.train_window(xs, ys, ws)
+def train_window(adapter, parts, full: int, cap: int | None = None) -> tuple[dict[str, float], int]:
+    """Train one window, given as parts (see :func:`windows`); returns its metrics (the mean
+    over its steps) and its number of batches. JAX compiles the fast path once per window
+    length, so a part runs as one window when its length is a regular one (the part size
+    ``min(full, cap)``, the tail ``full % part size`` of a full window, or 1), and as one-step
+    windows otherwise (a run's odd last window), instead of compiling once more for it."""
+    step = full if cap is None else max(1, min(full, cap))
+    regular = {step, full % step, 1}
+    logs_list: list[tuple[dict[str, float], int]] = []
+    for xs, ys, *ws in parts:
+        if len(xs) in regular:
+            logs_list.append((adapter.train_window(xs, ys, *ws), len(xs)))
+            continue
+        for i, (xb, yb) in enumerate(zip(xs, ys)):  # equal batch sizes: the window's mean is the mean of the steps
+            logs_list.append((adapter.train_window([xb], [yb]) if not ws else adapter.train_window([xb], [yb], [ws[0][i]]), 1))
+    batches = sum(k for _, k in logs_list)
+    if len(logs_list) == 1:
+        return logs_list[0][0], batches
     totals: dict[str, float] = {}
-    for i, (xb, yb) in enumerate(zip(xs, ys)):  # equal batch sizes: the window's mean is the mean of the steps
-        logs = adapter.train_window([xb], [yb]) if ws is None else adapter.train_window([xb], [yb], [ws[i]])
+    for logs, k in logs_list:
         for key, value in logs.items():
-            totals[key] = totals.get(key, 0.0) + value
-    return {key: value / len(xs) for key, value in totals.items()}
+            totals[key] = totals.get(key, 0.0) + value * k
+    return {key: value / batches for key, value in totals.items()}, batches
 
 
 def _norms(payload: np.ndarray, local: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -238,18 +240,16 @@ def fencing_attempt(attempt: int) -> int:
     return int(task.task_attempt_id) if task is not None else int(attempt)
 
 
-def run_worker(config: WorkerConfig, worker: int, attempt: int, x, y, sample_weight: np.ndarray | None = None) -> dict[str, Any]:
-    """Train on (x, y) under the configured strategy; return a JSON-able summary. ``x``/``y``
-    may be lists or dicts of arrays (several inputs/outputs); ``sample_weight``: per-sample
-    weights (the feed's weight column times the class weights) or None. ``attempt`` is Spark's
-    attempt number (reported); the server fences by :func:`fencing_attempt`."""
+def run_worker(config: WorkerConfig, worker: int, attempt: int, source) -> dict[str, Any]:
+    """Train on ``source`` (a :class:`distkeras.spark.source.BatchSource`: the partition in
+    memory or spilled to disk; ``ArraySource.of(x, y, sample_weight)`` for arrays) under the
+    configured strategy; return a JSON-able summary. ``attempt`` is Spark's attempt number
+    (reported); the server fences by :func:`fencing_attempt`."""
     started_at = time.time()  # wall clock, to line up with the driver's (same clock in local mode)
     t_start = time.perf_counter()
     adapter, strategy = build_adapter(config)
     t_built = time.perf_counter()
-    from distkeras.backends.batches import num_rows
-
-    n = num_rows(x)
+    n = source.rows
     if n < config.batch_size:
         raise ValueError(
             f"worker {worker} has {n} rows, fewer than one batch of {config.batch_size}; "
@@ -268,16 +268,18 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x, y, sample_wei
         "rows": n,
         "batches_per_epoch": batches_per_epoch,
         "build_seconds": t_built - t_start,  # Keras import (first task of a Python worker) + model
+        "feed": source.describe(),
     }
-    stream = batch_stream(x, y, config.batch_size, config.epochs, config.seed, worker, sample_weight)
+    stream = source.batches(config.batch_size, config.epochs, config.seed, worker)
+    cap = source.max_window(config.batch_size)  # a spilled feed: batches held at once
 
     if not strategy.exchanges:
         adapter.set_flat(decode_vector(config.initial_b64))
         per_epoch: list[str] = []
-        for i, (xs, ys, *ws) in enumerate(windows(stream, batches_per_epoch)):
+        for i, parts in enumerate(windows(stream, batches_per_epoch, cap)):
             t0 = time.perf_counter()
-            metrics = adapter.train_window(xs, ys, *ws)
-            history.append({"epoch": i, "loss": float(metrics.get("loss", np.nan)), "seconds": time.perf_counter() - t0, "samples": len(xs) * config.batch_size})
+            metrics, trained = train_window(adapter, parts, batches_per_epoch, cap)
+            history.append({"epoch": i, "loss": float(metrics.get("loss", np.nan)), "seconds": time.perf_counter() - t0, "samples": trained * config.batch_size})
             if config.epoch_weights:
                 per_epoch.append(encode_vector(adapter.get_flat()))
         summary.update(final_b64=encode_vector(adapter.get_flat()), history=history)
@@ -306,14 +308,14 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x, y, sample_wei
         wstate = strategy.init_worker(center)
         pulled = center
         committed_round = -1
-        for xs, ys, *ws in windows(stream, window):
+        for parts in windows(stream, window, cap):
             if should_stop(client.stop_signal, strategy.synchronous, committed_round):
                 stopped = True
                 break
             t0 = time.perf_counter()
-            metrics = train_window(adapter, xs, ys, window, *ws)
+            metrics, trained = train_window(adapter, parts, window, cap)
             t1 = time.perf_counter()
-            wstate, local, pulled, info = exchange(strategy, client, wstate, adapter.get_flat(), pulled, len(xs) * config.batch_size)
+            wstate, local, pulled, info = exchange(strategy, client, wstate, adapter.get_flat(), pulled, trained * config.batch_size)
             adapter.set_flat(local)
             t2 = time.perf_counter()
             history.append(
@@ -324,7 +326,7 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x, y, sample_wei
                     "bytes": int(info.get("bytes_sent", 0)),
                     "train_seconds": t1 - t0,
                     "exchange_seconds": t2 - t1,
-                    "samples": len(xs) * config.batch_size,
+                    "samples": trained * config.batch_size,
                     "update_norm": info["update_norm"],
                     "delta_norm": info["delta_norm"],
                 }

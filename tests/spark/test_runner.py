@@ -105,8 +105,8 @@ def test_cached_adapter_restarts_runs_like_a_fresh_model():
 
     def run(adapter):
         adapter.set_flat(start)
-        m1 = train_window(adapter, xs, ys, 12)
-        m2 = train_window(adapter, xs, ys, 12)
+        m1, _ = train_window(adapter, [(xs, ys)], 12)
+        m2, _ = train_window(adapter, [(xs, ys)], 12)
         return adapter.get_flat(), m1, m2
 
     first = cached_adapter(spec)
@@ -121,7 +121,8 @@ def test_cached_adapter_restarts_runs_like_a_fresh_model():
     # a short last window (5 of 12 batches) runs as one-step windows: same steps as one window
     short = cached_adapter(spec)
     short.set_flat(start)
-    m_short = train_window(short, xs[:5], ys[:5], 12)
+    m_short, trained = train_window(short, [(xs[:5], ys[:5])], 12)
+    assert trained == 5
     v_short = short.get_flat()
     fresh = KerasAdapter.from_spec(spec.with_weights(start))
     m_one = fresh.train_window(xs[:5], ys[:5])
@@ -158,14 +159,14 @@ def _run_without_spark(monkeypatch, services: list, strategy: str, worker_fn_bod
     real_serve = ps.serve
     monkeypatch.setattr(ps, "serve", lambda *a, **k: services.append(real_serve(*a, **k)) or services[-1])
     monkeypatch.setattr(feed, "prepare", lambda df, *a, **k: (_FakeFrame(), None))
-    monkeypatch.setattr(runner, "run_worker", lambda config, w, a, x, y, *rest: worker_fn_body(config, w, a))
+    monkeypatch.setattr(runner, "run_worker", lambda config, w, a, source: worker_fn_body(config, w, a))
 
     def run_workers(df, worker_fn, num_workers, **kwargs):
         outs = [{} for _ in range(num_workers)]
 
         def one(w):
             try:
-                outs[w]["summary"] = worker_fn(w, 0, None, None)
+                outs[w]["summary"] = worker_fn(w, 0, None)
             except Exception as exc:
                 outs[w]["error"] = WorkerError(w, 0, type(exc).__qualname__, str(exc), "")
 
