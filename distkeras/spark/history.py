@@ -20,6 +20,7 @@ class History:
     ``epochs``: one dict per
     epoch of center metrics on the validation data (epoch, samples, and each metric).
     ``workers``: one summary per worker task. ``server``: the parameter server's final stats.
+    ``validation``: the size of the validation sample behind ``epochs`` (``rows``, ``max_rows``).
     """
 
     strategy: str = ""
@@ -29,6 +30,8 @@ class History:
     workers: list[dict[str, Any]] = field(default_factory=list)
     server: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # the validation sample the epochs' metrics come from: {"rows": used, "max_rows": the cap or None}
+    validation: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -39,6 +42,7 @@ class History:
             "workers": self.workers,
             "server": self.server,
             "timings": self.timings,
+            "validation": self.validation,
         }
 
     def save(self, path: str | Path) -> Path:

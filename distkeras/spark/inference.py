@@ -37,12 +37,21 @@ def _input_shape(model) -> tuple[int, ...]:
     return tuple(int(d) for d in model.inputs[0].shape[1:])
 
 
-def collect_numpy(df, features_col, label_col, input_shape=None, *, signature=None) -> tuple[Any, Any]:
+def collect_numpy(df, features_col, label_col, input_shape=None, *, signature=None, rows: int | None = None, seed: int = 0) -> tuple[Any, Any]:
     """Bring a (small) DataFrame to the driver as NumPy arrays, through Arrow (lists or dicts
-    of arrays for several feature/label columns, matched to ``signature``)."""
+    of arrays for several feature/label columns, matched to ``signature``). With ``rows``, a
+    uniform random sample of at most that many rows (all of them when the DataFrame has fewer):
+    the rows with the smallest ``rand(seed)``, which Spark finds with a top-k per partition
+    (``TakeOrderedAndProject``), so no more than ``rows`` rows per task and on the driver."""
     from . import feed
 
     prepared, spec = feed.prepare(df, features_col, label_col, input_shape=input_shape, signature=signature)
+    if rows is not None:
+        from pyspark.sql import functions as F
+
+        if isinstance(rows, bool) or int(rows) != rows or rows < 1:
+            raise ValueError(f"rows must be a positive int or None, got {rows!r}")
+        prepared = prepared.orderBy(F.rand(seed)).limit(int(rows))
     return feed.collect_partition(prepared.toArrow().to_batches(), spec)
 
 

@@ -143,7 +143,7 @@ class SpilledSource(BatchSource):
         return self.rows * self.row_bytes
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "spilled_bytes": self.nbytes, "block_rows": self.block_rows, "budget": self.budget}
+        return {**super().describe(), "spilled_bytes": self.nbytes, "block_rows": self.block_rows, "budget": self.budget, "directory": self.directory}
 
     def close(self) -> None:
         files, self._files = self._files, None
