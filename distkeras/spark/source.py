@@ -63,6 +63,7 @@ def rebatch(pieces: Iterable[tuple[Sequence[np.ndarray], np.ndarray | None]], ba
             pos += batch_size
         if pos < n:
             pending = take(cols, order, pos, n)
+        del cols, order  # a block is released before the next is read
     if pending is not None and not drop_remainder:
         yield pending
 
@@ -116,6 +117,7 @@ class BatchSource:
         for k in rng.permutation(self.num_blocks):
             cols = self.block(int(k))
             yield cols, rng.permutation(len(cols[0]))
+            del cols  # unmapped before the next block is mapped
 
     def batches(self, batch_size: int, epochs: int, seed: int, worker: int) -> Iterator[tuple]:
         """Every full batch of ``epochs`` epochs in the block shuffle: ``(x, y)`` or, for a

@@ -11,8 +11,9 @@ in the executor's local directory, and the batches are dropped. The result is an
 How the files are laid out. The row count is not known while the partition streams in, so each
 column is one *growing* raw file (C order, the column's dtype; shapes and dtypes are kept in
 memory) that batches are appended to with plain writes; nothing is preallocated or rewritten. A
-block is a range of ``block_rows`` consecutive rows, mapped with ``numpy.memmap`` at its offset
-while the epoch reads it and unmapped after, so the process maps one block at a time.
+block is a range of ``block_rows`` consecutive rows, memory-mapped (``mmap``, pages populated
+up front) as a NumPy array while the epoch reads it and unmapped after, so the process maps one
+block at a time.
 
 The budget. ``block_rows`` makes one block half the budget; a training window holds at most a
 sixth of it in batches (:meth:`SpilledSource.max_window`; the batches, their stacked copy and
@@ -105,9 +106,23 @@ def local_dirs() -> list[str]:
     return dirs or [tempfile.gettempdir()]
 
 
+def _map(f, dtype, shape: tuple[int, ...], offset: int) -> np.ndarray:
+    """A read-only array over ``shape`` rows of file ``f`` from byte ``offset``, memory-mapped
+    with its pages populated up front (``MAP_POPULATE`` where the system has it: a block is read
+    whole, in random row order, so faulting its pages in one by one only costs time). The
+    mapping lasts as long as the array (and the arrays viewing it)."""
+    import mmap
+
+    length = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    mapped = mmap.mmap(f.fileno(), length + offset - start, flags=flags, prot=mmap.PROT_READ, offset=start)
+    return np.frombuffer(mapped, dtype=dtype, count=int(np.prod(shape, dtype=np.int64)), offset=offset - start).reshape(shape)
+
+
 class SpilledSource(BatchSource):
     """A partition in one growing file per column (see the module docstring), read a block at a
-    time through ``numpy.memmap``. Build it with :class:`Spiller`; close it to free the disk."""
+    time through memory-mapped NumPy arrays. Build it with :class:`Spiller`; close it to free the disk."""
 
     kind = "spilled"
 
@@ -130,10 +145,7 @@ class SpilledSource(BatchSource):
         stop = min(self.rows, start + self.block_rows)
         if not 0 <= start < stop:
             raise IndexError(f"block {k} out of range ({self.num_blocks} blocks)")
-        return [
-            np.memmap(f, dtype=d, mode="r", offset=start * rb, shape=(stop - start, *s))
-            for f, d, s, rb in zip(self._files, self._dtypes, self._shapes, self._row_bytes)
-        ]
+        return [_map(f, d, (stop - start, *s), start * rb) for f, d, s, rb in zip(self._files, self._dtypes, self._shapes, self._row_bytes)]
 
     def max_window(self, batch_size: int) -> int | None:
         return max(1, (self.budget // 6) // (int(batch_size) * self.row_bytes))
@@ -209,11 +221,13 @@ def open_source(
             if spiller is not None:
                 feed.check_like(first, cols, spec)
                 spiller.append(cols)
+                del batch, cols
                 continue
             if parts:
                 feed.check_like(parts[0], cols, spec)
             parts.append(cols)
             held += sum(int(c.nbytes) for c in cols)
+            del batch  # the next batch arrives while this one would still be referenced
             if held > budget:
                 dirs = local_dirs()
                 spiller = Spiller(parts[0], directory or dirs[int(worker) % len(dirs)], worker)
@@ -221,6 +235,7 @@ def open_source(
                     spiller.append(p)
                 first = [np.empty((0, *c.shape[1:]), c.dtype) for c in parts[0]]  # to check later batches against
                 parts = []
+            del cols
     except BaseException:
         if spiller is not None:
             spiller.discard()
