@@ -4,7 +4,9 @@ Driver side, :func:`prepare` checks and normalises the two columns (an ML Vector
 ``array<float>``, ``array<double>`` is cast to ``array<float>`` so Arrow moves half the bytes) and
 describes the shapes in a :class:`FeedSpec`. :func:`partition_data` gives one balanced partition per
 worker. Executor side, :func:`arrow_batches_to_numpy` turns Arrow record batches into ``(x, y)``
-with vectorised Arrow/NumPy calls (no Python per row; float32 lists are not even copied), and
+with vectorised Arrow/NumPy calls (no Python per row; float32 lists are not even copied),
+:func:`batch_columns` gives one batch as the flat list of its arrays (features, labels, weights)
+that the training feed (:mod:`distkeras.spark.spill`) keeps in memory or spills, and
 :func:`collect_partition` gathers a whole partition into one ``(x, y)`` pair with a single copy.
 
 Labels: an integer (or, with ``num_classes``, an integral float such as StringIndexer's output)
