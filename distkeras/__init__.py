@@ -15,6 +15,9 @@ Spark)::
   ``AveragingTrainer``, ``EnsembleTrainer``, ``DOWNPOUR``, ``ADAG``, ``DynSGD``, ``AEASGD``,
   ``EAMSGD``, ``EASGD``, ``Experimental``, ``LocalSGD``, ``DiLoCo`` and their base ``Trainer``;
 - the Spark ML stages ``KerasEstimator`` and ``KerasModel``;
+- ``recommended(strategy, workers, optimizer="adam")``: the trainer keyword arguments the
+  evidence recommends (``distkeras strategies``), and ``StrategySettingsWarning``, which a trainer
+  set in a regime the evidence shows slow or unstable warns with when ``train`` starts;
 - ``predict`` and ``evaluate`` (distributed, through Arrow), ``save_model`` and ``load_model``
   (``.keras`` files on any fsspec URL).
 
@@ -59,6 +62,8 @@ _LAZY: dict[str, str] = {
     "evaluate": "distkeras.spark.inference",
     "save_model": "distkeras.frontends.model_io",
     "load_model": "distkeras.frontends.model_io",
+    "recommended": "distkeras.core.recommend",
+    "StrategySettingsWarning": "distkeras.core.recommend",
 }
 
 __all__ = ["__version__", "trainers", *_LAZY]
@@ -82,6 +87,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
         SingleTrainer,
         Trainer,
     )
+    from distkeras.core.recommend import StrategySettingsWarning, recommended
     from distkeras.spark.inference import evaluate, predict
 
 

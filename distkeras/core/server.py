@@ -68,6 +68,31 @@ class Fenced(Exception):
         super().__init__(f"worker {worker} attempt {attempt} is fenced off by attempt {current}: its {op} is refused")
 
 
+class CommitRejected(RuntimeError):
+    """A commit the server refused (a :class:`CommitResult` that is not ok), raised by the
+    clients (``LocalClient``; the TCP client's rejection error is one too). ``reason``: why
+    (``non_finite``, ``bad_layout``, ``fenced``, ...); the center is unchanged."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason
+
+
+def rejection_message(reason: str, worker: int, attempt: int, seq: int, size: int, current: int | None = None) -> str:
+    """What a client is told about its rejected commit ``seq`` (``current``: the worker's
+    registered attempt, which fenced this one off when it is newer)."""
+    newer = f"attempt {current}" if current is not None and current > attempt else "a newer attempt"
+    what = {
+        NON_FINITE: "the update contains NaN or Inf values",
+        BAD_LAYOUT: f"the update is not a float32 vector of length {size}",
+        FENCED: f"worker {worker} attempt {attempt} is fenced off by {newer}",
+        NOT_REGISTERED: f"worker {worker} attempt {attempt} is not registered",
+        ROUND_CLOSED: f"worker {worker} already committed to this round",
+        LEFT: f"worker {worker} attempt {attempt} has left (said bye)",
+    }.get(reason, reason)
+    return f"commit {seq} of worker {worker} rejected: {what}; the center is unchanged"
+
+
 class CommitResult(NamedTuple):
     status: str
     clock: int

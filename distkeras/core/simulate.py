@@ -2,11 +2,14 @@
 
 N simulated workers train a small NumPy model (softmax regression or a one-hidden-layer
 MLP, gradients written by hand) on shards of a data set, and exchange with a
-:class:`~distkeras.core.server.ParameterServerState` through a strategy and a codec,
-exactly as the Spark runner does (``Strategy`` loop in ``strategies/base.py``). Time is
+:class:`~distkeras.core.server.ParameterServerState` through a strategy and a codec. Each
+worker runs the very loop the Spark workers run (:mod:`distkeras.core.worker_loop`), with the
+NumPy model as its "train a window" and a
+:class:`~distkeras.core.local_client.LocalClient` as its parameter-server client;
+:func:`distkeras.core.interleave.interleave` runs the workers' loops side by side. Time is
 simulated: each window of local steps takes ``steps × factor`` time units, the factor
-drawn per window from a seeded distribution (``--delay``), and commits reach the server
-in simulated-time order through a heap. So asynchrony and staleness are real (a commit's
+drawn per window from a seeded distribution (``--delay``), and the workers' exchanges reach
+the server in simulated-time order. So asynchrony and staleness are real (a commit's
 staleness is the number of center updates since its worker pulled) and reproducible:
 the same configuration and seed give byte-identical results. Nothing here reads the
 wall clock.
@@ -31,36 +34,40 @@ Rules of the simulated run:
 * worker optimizer: plain SGD, or SGD with Nesterov momentum when the strategy sets
   ``worker_momentum`` (EAMSGD); the momentum buffer stays on the worker;
 * a worker trains ``window`` steps (``window=None``: one pass over its shard), commits
-  (``strategy.commit``), encodes the payload with the codec (the codec state, e.g. top-k's
-  residual, stays on the worker), the server decodes and applies it (asynchronous
+  (``strategy.commit``), its client encodes the payload with the codec (the codec state, e.g.
+  top-k's residual, stays on the worker), the server decodes and applies it (asynchronous
   strategies) or buffers it until every active worker has committed to the round
-  (synchronous ones); the worker then pulls and calls ``strategy.after_pull``. Its last
-  window may be shorter. A worker that has used up its data leaves;
-* a rejected commit (e.g. a diverged worker's NaNs): an asynchronous worker restarts from
-  the center (fresh momentum and codec residual); a synchronous one leaves so that the
-  round can close; both are counted;
+  (synchronous ones); the worker gets the new center back in the same exchange and calls
+  ``strategy.after_pull``. Its last window may be shorter. A worker that has used up its data
+  says bye and leaves;
 * the asynchronous elastic strategies (AEASGD, EAMSGD) read the center right before they
-  compute e = α(w − c), as Zhang et al.'s Algorithm 1 and the Spark worker do
-  (``Strategy.pulls_before_commit``); synchronous EASGD commits against the center of the
-  round it was released with, which nobody has moved since;
+  compute e = α(w − c), as Zhang et al.'s Algorithm 1 does (``Strategy.pulls_before_commit``);
+  synchronous EASGD commits against the center of the round it was released with, which
+  nobody has moved since (both in the worker loop);
+* a rejected commit (e.g. a diverged worker's NaNs) ends that worker, as it fails a Spark
+  task, and so the run: the summary's ``failed`` names the worker, the simulated time and the
+  reason, and the result is the center as it was then (never poisoned). Spark may retry a
+  failed task as a new attempt; the simulator does not model retries;
 * ``ensemble`` trains ``workers`` independent models and predicts with the mean of their
   class probabilities.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from .codecs import encoded_nbytes, get_codec
+from .codecs import get_codec
 from .flat import Layout
-from .server import ParameterServerState
+from .interleave import WorkerFailed, interleave
+from .local_client import LocalClient
+from .recommend import ELASTIC_BETA, elastic_note
+from .server import CommitRejected, ParameterServerState
 from .strategies import STRATEGIES, Strategy, get_strategy
+from .worker_loop import WindowResult, worker_loop
 
 F32 = np.float32
 
@@ -295,7 +302,8 @@ Progress = Callable[[int, int], None]  # (samples done, samples total)
 
 # -- workers --------------------------------------------------------------------------------
 class _Worker:
-    """One simulated worker: its shard, its shuffling, its local weights and optimizer."""
+    """One simulated worker's data and optimizer: its shard, its shuffling, its momentum
+    buffer; :meth:`train` is its "train a window" for the worker loop."""
 
     def __init__(self, wid, shard, data, model, cfg: SimConfig, momentum, rng, delay_rng):
         self.id = wid
@@ -308,17 +316,11 @@ class _Worker:
         self.rng = rng
         self.delay_rng = delay_rng
         self.steps_per_epoch = -(-len(shard) // cfg.batch_size) if len(shard) else 0
-        self.steps_left = self.steps_per_epoch * cfg.epochs
+        self.steps_total = self.steps_per_epoch * cfg.epochs
         self.order: np.ndarray | None = None
         self.pos = 0
         self.grad = np.zeros(model.layout.size, dtype=F32)
         self.velocity = np.zeros(model.layout.size, dtype=F32) if self.momentum is not None else None
-        self.local: np.ndarray | None = None
-        self.pulled: np.ndarray | None = None
-        self.wstate: Any = None
-        self.cstate: Any = None
-        self.seq = 0
-        self.pending_samples = 0
 
     def _next_batch(self) -> np.ndarray:
         if self.order is None or self.pos >= len(self.order):
@@ -328,13 +330,15 @@ class _Worker:
         self.pos += self.batch
         return idx
 
-    def train(self, steps: int) -> int:
-        """Run ``steps`` SGD steps on ``self.local`` (in place; the worker owns it). Returns samples."""
+    def train(self, w: np.ndarray, steps: int) -> WindowResult:
+        """Run ``steps`` SGD steps from ``w``, in place (the worker loop hands over weights it
+        does not read again). Returns the weights, the samples seen and the mean loss."""
         samples = 0
-        w, g, lr, mu, v = self.local, self.grad, self.lr, self.momentum, self.velocity
+        loss = 0.0
+        g, lr, mu, v = self.grad, self.lr, self.momentum, self.velocity
         for _ in range(steps):
             idx = self._next_batch()
-            self.model.loss_grad(w, self.x[idx], self.y[idx], g)
+            loss += self.model.loss_grad(w, self.x[idx], self.y[idx], g)
             if mu is None:
                 g *= lr
                 w -= g
@@ -345,13 +349,14 @@ class _Worker:
                 w += mu * v
                 w -= g
             samples += len(idx)
-        self.steps_left -= steps
-        return samples
+        return WindowResult(w, samples, {"loss": loss / steps if steps else float("nan")})
 
-
-def _window_steps(strategy: Strategy, worker: _Worker) -> int:
-    w = strategy.window
-    return worker.steps_per_epoch if w is None else int(w)
+    def windows(self, window: int | None) -> list[int]:
+        """The worker's windows, as step counts: ``window`` steps each (None: one pass over the
+        shard) until ``epochs`` passes are done; the last may be shorter."""
+        size = self.steps_per_epoch if window is None else int(window)
+        full, rest = divmod(self.steps_total, size)
+        return [size] * full + ([rest] if rest else [])
 
 
 def _evaluate(model, weights: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -381,8 +386,33 @@ def _as_dataset(data) -> Dataset:
 
 
 # -- the simulation ------------------------------------------------------------------------------
-def simulate(config: SimConfig, data, progress: Progress | None = None) -> SimResult:
-    """Run one simulated training and return its result. Deterministic in ``config``."""
+class Served(NamedTuple):
+    """A parameter server for a simulated run: its state machine (read for the per-epoch
+    history and the stats), one client per worker, and how to shut it down."""
+
+    state: ParameterServerState
+    clients: list[Any]
+    close: Callable[[], None]
+
+
+Serve = Callable[[Strategy, np.ndarray, int, Any], Served]
+
+
+def serve_in_process(strategy: Strategy, center: np.ndarray, workers: int, codec) -> Served:
+    """The simulator's parameter server: the state machine in this process, and one
+    :class:`~distkeras.core.local_client.LocalClient` per worker."""
+    state = ParameterServerState(strategy, center, workers)
+    return Served(state, [LocalClient(state, k, codec=codec) for k in range(workers)], lambda: None)
+
+
+def simulate(config: SimConfig, data, progress: Progress | None = None, *, serve: Serve = serve_in_process) -> SimResult:
+    """Run one simulated training and return its result. Deterministic in ``config``.
+
+    ``serve(strategy, center, workers, codec) -> Served``: the parameter server the workers
+    exchange with (default: in process; the tests also run the simulation over the real TCP
+    service, with the same results). A worker whose commit the server rejects ends the run, as
+    it fails a Spark run: the summary's ``failed`` says which worker, when and why, and the
+    result holds the center as it was then (the center is never poisoned)."""
     config.check()
     data = _as_dataset(data)
     strategy = config.build_strategy()
@@ -407,12 +437,15 @@ def simulate(config: SimConfig, data, progress: Progress | None = None) -> SimRe
     total_samples = config.epochs * n_train
     tracker = _Tracker(model, data, n_train, total_samples, progress)
 
+    def duration(k: int, steps: int) -> float:
+        return steps * delay.factor(workers[k].delay_rng, k, workers_n)
+
     if not strategy.exchanges:
-        weights, sim_time = _run_independent(strategy, workers, model, init_rng, delay, tracker)
+        weights, sim_time = _run_independent(strategy, workers, model, init_rng, duration, tracker)
         comm = {"commits": 0, "rounds": 0, "rejected": 0, "rejected_by_reason": {}, "duplicates": 0,
-                "bytes_sent": 0, "bytes_received": 0, "staleness": {"mean": 0.0, "max": 0}}
+                "bytes_sent": 0, "bytes_received": 0, "staleness": {"mean": 0.0, "max": 0}, "failed": None}
     else:
-        weights, sim_time, comm = _run_exchanging(strategy, codec, workers, model, init_rng, delay, tracker)
+        weights, sim_time, comm = _run_exchanging(strategy, codec, workers, model, init_rng, duration, tracker, serve)
 
     acc, test_loss = _evaluate(model, weights, data.x_test, data.y_test)
     _, train_loss = _evaluate(model, weights, data.x_train, data.y_train)
@@ -460,144 +493,64 @@ class _Tracker:
             self.progress(self.samples, self.total)
 
 
-def _run_independent(strategy, workers, model, init_rng, delay, tracker):
-    """single / ensemble: no server; members advance one epoch at a time."""
+def _run_independent(strategy, workers, model, init_rng, duration, tracker):
+    """single / ensemble: the worker loop without a server; windows of one pass each."""
     members = [model.init(init_rng) for _ in workers]
-    for w, m in zip(workers, members):
-        w.local = m
-    clock = [0.0] * len(workers)
-    while any(w.steps_left for w in workers):
-        for w in workers:
-            steps = min(w.steps_per_epoch, w.steps_left)
-            if not steps:
-                continue
-            samples = w.train(steps)
-            clock[w.id] += steps * delay.factor(w.delay_rng, w.id, len(workers))
-            tracker.add(samples, lambda: members, max(clock))
-    return members, max(clock)
+    loops = [worker_loop(strategy, w.windows(None), start=m) for w, m in zip(workers, members)]
+
+    def observe(now: float, k: int, finished: WindowResult) -> None:
+        members[k] = finished.weights
+        tracker.add(finished.samples, lambda: members, now)
+
+    run = interleave(loops, [None] * len(workers), [w.train for w in workers], duration, synchronous=False, observe=observe)
+    return [r.weights for r in run.results], run.time
 
 
-def _run_exchanging(strategy: Strategy, codec, workers, model, init_rng, delay, tracker):
-    size = model.layout.size
-    server = ParameterServerState(strategy, model.init(init_rng), len(workers))
-    heap: list[tuple[float, int, int]] = []
-    tie = itertools.count()
-    n = len(workers)
-    stale: list[int] = []
-    commits = bytes_sent = 0
-    sim_time = 0.0
+def _run_exchanging(strategy: Strategy, codec, workers, model, init_rng, duration, tracker, serve: Serve):
+    """Every worker runs the worker loop against its client of the served parameter server."""
+    served = serve(strategy, model.init(init_rng), len(workers), codec)
+    server = served.state
+    loops = [worker_loop(strategy, w.windows(strategy.window)) for w in workers]
+    applied = 0
 
-    def pull(w: _Worker, first: bool = False) -> None:
-        center = server.pull(w.id).center
-        if first:
-            w.wstate = strategy.init_worker(center)
-            w.local = center.copy()
-        else:
-            w.wstate, w.local = strategy.after_pull(w.wstate, w.local, center)
-        w.pulled = center
+    def observe(now: float, k: int, finished: WindowResult) -> None:
+        nonlocal applied
+        if server.applied_samples > applied:  # asynchronous: the commit just made; synchronous: a round that closed
+            tracker.add(server.applied_samples - applied, lambda: [server.center], now)
+            applied = server.applied_samples
 
-    def start_window(w: _Worker, now: float) -> None:
-        steps = min(_window_steps(strategy, w), w.steps_left)
-        w.pending_samples = w.train(steps)
-        heapq.heappush(heap, (now + steps * delay.factor(w.delay_rng, w.id, n), next(tie), w.id))
-
-    for w in workers:
-        w.cstate = codec.init_state(size)
-        pull(w, first=True)
-    for w in workers:
-        start_window(w, 0.0)
-
-    waiting: list[_Worker] = []
-    seen_round = round_samples = 0
-    while heap:
-        now, _, k = heapq.heappop(heap)
-        sim_time = now
-        w = workers[k]
-        if strategy.pulls_before_commit:
-            pull(w)  # after_pull keeps the elastic worker's weights; only the center is fresh
-        w.wstate, w.local, payload = strategy.commit(w.wstate, w.local, w.pulled)
-        encoded, w.cstate = codec.encode(payload, w.cstate)
-        nbytes = encoded_nbytes(encoded)
-        w.seq += 1
-        res = server.commit(k, 0, w.seq, codec.decode(encoded, size), w.pending_samples, nbytes)
-        commits += 1
-        bytes_sent += nbytes
-        if res.ok:
-            stale.append(res.staleness)
-        if not strategy.synchronous:
-            if res.ok:
-                tracker.add(w.pending_samples, lambda: [server.state.center], now)
-            if w.steps_left:
-                if res.ok:
-                    if not strategy.pulls_before_commit:  # those pull right before their next commit
-                        pull(w)
-                else:  # restart from the center (e.g. the worker diverged): fresh weights, optimizer, codec
-                    pull(w, first=True)
-                    w.cstate = codec.init_state(size)
-                    if w.velocity is not None:
-                        w.velocity[...] = 0.0
-                start_window(w, now)
-            else:
-                server.leave(k)
-            continue
-        # synchronous: wait for the round
-        if not res.ok or not w.steps_left:
-            server.leave(k)
-        else:
-            waiting.append(w)
-        if res.ok:
-            round_samples += w.pending_samples
-        if server.round > seen_round:
-            seen_round = server.round
-            tracker.add(round_samples, lambda: [server.state.center], now)
-            round_samples = 0
-            released, waiting = waiting, []
-            for x in released:
-                pull(x)
-                start_window(x, now)
-    if waiting:  # cannot happen: the last commit or leave closes the round
-        raise RuntimeError(f"simulation ended with workers {[x.id for x in waiting]} waiting for a round")
+    failed = None
+    try:
+        run = interleave(loops, served.clients, [w.train for w in workers], duration, synchronous=strategy.synchronous, observe=observe)
+        sim_time, tally = run.time, run.tally
+    except WorkerFailed as failure:
+        if not isinstance(failure.cause, CommitRejected):
+            raise
+        sim_time, tally = failure.time, failure.tally
+        failed = {"worker": failure.worker, "sim_time": round(failure.time, 6), "reason": failure.cause.reason, "error": str(failure.cause)}
+    finally:
+        served.close()
     st = server.stats()
     comm = {
-        "commits": commits,
+        "commits": tally.commits,
         "rounds": st["round"],
         "rejected": st["rejected_total"],
         "rejected_by_reason": dict(sorted(st["rejected"].items())),
         "duplicates": st["duplicates"],
-        "bytes_sent": bytes_sent,
+        "bytes_sent": tally.bytes_sent,
         "bytes_received": st["bytes_out"],
-        "staleness": {"mean": float(np.mean(stale)) if stale else 0.0, "max": int(max(stale)) if stale else 0},
+        "staleness": {"mean": tally.staleness_sum / tally.acknowledged if tally.acknowledged else 0.0, "max": tally.staleness_max},
+        "failed": failed,
     }
     return [np.array(server.state.center, copy=True)], sim_time, comm
 
 
 # -- all strategies side by side -------------------------------------------------------------------
-ELASTIC_BETA = 0.9  # Zhang et al. 2015 run the EASGD family with β = p·α = 0.9
-
-
 def stability_note(strategy: Strategy, workers: int) -> str | None:
-    """Why the literature expects ``strategy`` to fail with ``workers`` workers, or None.
-
-    The EASGD family (Zhang, Choromanska, LeCun, NIPS 2015) pulls the center towards the
-    workers with moving rate α. Synchronous EASGD applies the p commits of a round against the
-    same center, so the center moves by β = p·α times its distance to the workers' average,
-    c ← (1 − β) c + β·mean(w): with β > 1 it overshoots that average (and for β > 2 the distance
-    grows every round); the paper runs its experiments with β = 0.9, α = β/p. The asynchronous
-    variants (AEASGD, EAMSGD) read the center right before each commit
-    (``Strategy.pulls_before_commit``), so each commit moves it a fraction α ≤ 1 (checked when
-    the strategy is built) of its distance to one worker: no note, whatever p.
-    """
-    alpha = getattr(strategy, "alpha", None)
-    if alpha is None or strategy.replace_after_pull or strategy.pulls_before_commit or not strategy.exchanges:
-        return None
-    if workers * alpha <= 1.0:
-        return None
-    rho = ELASTIC_BETA / workers / strategy.learning_rate
-    return (
-        f"alpha={alpha:g} with {workers} workers gives beta=p*alpha={workers * alpha:g} > 1: each round of "
-        f"commits moves the center {workers * alpha:g}x its distance to the workers' average, overshooting it; "
-        f"Zhang, Choromanska & LeCun, Deep learning with Elastic Averaging SGD, NIPS 2015, use beta=0.9 (alpha=0.9/p); --param rho={rho:.4g} gives that here"
-    )
+    """Why the literature expects ``strategy`` to fail with ``workers`` workers, or None: the
+    elastic family's β = p·α > 1 (:func:`distkeras.core.recommend.elastic_note`, which the
+    trainers' warnings use too)."""
+    return elastic_note(strategy, workers)
 
 
 def warnings_for(summary: dict[str, Any]) -> list[str]:
@@ -668,13 +621,20 @@ def format_comparison(rows: Sequence[dict[str, Any]], tolerance: float = 0.03) -
     notes = []
     for s in rows:
         d = s["test_accuracy"] - s["baseline_accuracy"]
-        ok = "-" if s["strategy"] == "single" else ("yes" if d >= -tolerance else "NO")
+        failed = s.get("failed")
+        ok = "-" if s["strategy"] == "single" else ("yes" if d >= -tolerance and not failed else "NO")
         window = "pass" if s["window"] is None and s["commits"] else ("-" if s["window"] is None else s["window"])
         st = s["staleness"]
         mark = ""
+        if failed:  # the accuracy is the center's when the run stopped
+            notes.append(
+                f"FAILED: worker {failed['worker']}'s commit was rejected ({failed['reason']}) at simulated time "
+                f"{failed['sim_time']:g}; the accuracy is the center's then"
+            )
+            mark += f" [{len(notes)}]"
         if s.get("note"):
             notes.append(s["note"])
-            mark = f" [{len(notes)}]"
+            mark += f" [{len(notes)}]"
         lines.append(
             f"{s['label'] + mark:<28} {window!s:>6} {s['test_accuracy']:>8.4f} {100 * d:>+8.1f}p {ok:>3} "
             f"{s['commits']:>7} {s['bytes_sent']:>11,} {st['mean']:>5.1f}/{st['max']:<3}"

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "distkeras.frontends.commands.punchcard",
     "distkeras.frontends.commands.ps",
     "distkeras.frontends.commands.predict",
+    "distkeras.frontends.commands.strategies",
 ]
 
 

@@ -45,6 +45,8 @@ arguments), never pickled. ``validationFraction`` > 0 holds out that share of th
 they are computed on the driver on a uniform sample of at most ``validationRows`` of those rows
 (default 10,000; 0: all of them). ``feedMemory`` is each worker's data budget ("auto", or a
 size such as "512MiB"): a partition larger than it is spilled to the executor's local disk.
+``gpusPerWorker`` > 0 gives each worker's training task that many GPUs from Spark's resource
+scheduling (the training stage only; see :mod:`distkeras.spark.gpus`).
 """
 
 from __future__ import annotations
@@ -238,6 +240,12 @@ class _KerasEstimatorParams(_KerasModelParams):
         "spills to the executor's local disk), or 'auto'",
         typeConverter=TypeConverters.toString,
     )
+    gpusPerWorker = Param(
+        Params._dummy(),
+        "gpusPerWorker",
+        "GPUs each worker's training task gets from Spark's resource scheduling (0: none)",
+        typeConverter=TypeConverters.toInt,
+    )
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -262,6 +270,7 @@ class _KerasEstimatorParams(_KerasModelParams):
             validationFraction=0.0,
             validationRows=10_000,
             feedMemory="auto",
+            gpusPerWorker=0,
         )
 
     def getCallbacks(self) -> list:
@@ -286,6 +295,10 @@ class _KerasEstimatorParams(_KerasModelParams):
         from distkeras.spark.spill import parse_feed_memory
 
         return parse_feed_memory(self.getOrDefault(self.feedMemory))
+    def getGpusPerWorker(self) -> int:
+        from distkeras.spark.gpus import check_gpus_per_worker
+
+        return check_gpus_per_worker(self.getOrDefault(self.gpusPerWorker))
 
     def getStrategy(self) -> str:
         return self.getOrDefault(self.strategy)
@@ -437,6 +450,7 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
         validationFraction: float = 0.0,
         validationRows: int = 10_000,
         feedMemory: str = "auto",
+        gpusPerWorker: int = 0,
     ):
         super().__init__()
         self._spec_json: str | None = None
@@ -523,6 +537,7 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
             ps_bind=self.getPsBind() or None,
             ps_tls=self.getPsTls(),
             feed_memory=self.getFeedMemory(),
+            gpus_per_worker=self.getGpusPerWorker(),
             spark=spark,
             **strategy_params,
         )

@@ -55,6 +55,7 @@ class JobConfig:
     early_stopping: int | None = None  # patience (epochs) on the test split's loss; None: off
     feed_memory: int | str = "auto"  # each worker's data budget (bytes or "auto"): larger partitions spill to local disk
     validation_rows: int | None = 10_000  # the test metrics per epoch: a uniform sample of at most this many rows (None: all)
+    gpus_per_worker: int = 0  # GPUs per worker's training task (Spark resource scheduling); 0: none
     params: dict[str, Any] = field(default_factory=dict)
     conf: dict[str, str] = field(default_factory=dict)
     progress: bool = True
@@ -181,6 +182,15 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         raise JobError(f"--early-stopping must be a patience >= 0 (epochs), got {config.early_stopping}")
     if config.model and not config.model.endswith(".keras"):
         raise JobError(f"--model must be a .keras file, got {config.model!r}")
+    from distkeras.spark.gpus import REUSE_CONF, check_gpus_per_worker
+
+    try:
+        gpus_per_worker = check_gpus_per_worker(config.gpus_per_worker)
+    except ValueError as exc:
+        raise JobError(f"--gpus-per-worker: {exc}") from None
+    conf = dict(config.conf)
+    if gpus_per_worker:
+        conf.setdefault(REUSE_CONF, "false")  # a fresh Python worker per GPU task (see distkeras.spark.gpus)
     backend = select_backend(config.backend or os.environ.get("KERAS_BACKEND") or "jax")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -188,7 +198,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     from distkeras.spark.session import get_or_create_session
 
     t0 = time.perf_counter()
-    spark = get_or_create_session(master=config.master, conf=config.conf or None, backend=backend)
+    spark = get_or_create_session(master=config.master, conf=conf or None, backend=backend)
     spark_seconds = time.perf_counter() - t0
 
     if config.data is None:
@@ -234,6 +244,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         ps_host=config.ps_host,
         ps_bind=config.ps_bind,
         ps_tls=config.ps_tls,
+        gpus_per_worker=gpus_per_worker,
         seed=config.seed,
         progress=config.progress,
         feed_memory=config.feed_memory,
@@ -281,6 +292,8 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         "samples": int(server.get("samples", 0)),
         "out": str(out.resolve()),
         "files": {"model": str(model_path), "history": str(history_path), "curves": str(curves_path)},
+        "gpus_per_worker": gpus_per_worker,
+        "devices": {str(k): v for k, v in history.devices().items()},
         "master": spark.sparkContext.master,
         "pid": os.getpid(),
     }
@@ -297,6 +310,7 @@ def format_metrics(result: dict[str, Any]) -> str:
         ("test accuracy", f"{result['test_accuracy']:.4f}"),
         ("test loss", f"{result['test_loss']:.4f}"),
         ("commits", result["commits"]),
+        *([("gpus", ", ".join(f"worker {w}: {','.join(a)}" for w, a in sorted(result["devices"].items())))] if result.get("devices") else []),
         ("train seconds", f"{result['train_seconds']:.1f}"),
         ("spark start seconds", f"{result['spark_start_seconds']:.1f}"),
         ("model", result["files"]["model"]),

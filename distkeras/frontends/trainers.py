@@ -53,6 +53,8 @@ there with a block shuffle (``"auto"``: half of ``spark.executor.pyspark.memory`
 task when that is set, else 512 MiB; see :mod:`distkeras.spark.spill`). ``round_timeout=`` (synchronous
 strategies, default 600 s): how long a worker waits for the others to commit to a round
 before the run fails naming the worker(s) that did not (None: wait forever);
+``gpus_per_worker=`` (default 0: none) gives each worker's training task that many GPUs from
+Spark's resource scheduling, the only GPUs its backend sees (see the README's "GPUs");
 ``progress=`` shows a progress bar; ``spark=`` the SparkSession (default: the active one, or a
 local one started for you).
 
@@ -136,6 +138,7 @@ class Trainer:
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         spark=None,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
@@ -196,6 +199,9 @@ class Trainer:
         if round_timeout is not None and not round_timeout > 0:
             raise ValueError(f"round_timeout must be > 0 seconds or None, got {round_timeout}")
         self.round_timeout = round_timeout
+        from distkeras.spark.gpus import check_gpus_per_worker
+
+        self.gpus_per_worker = check_gpus_per_worker(gpus_per_worker)
         self.spark = spark
         self.history = None
         self.members: list[np.ndarray] = []
@@ -298,7 +304,26 @@ class Trainer:
             ps_tls=self.ps_tls,
             round_timeout=self.round_timeout,
             feed_memory=self.feed_memory,
+            gpus_per_worker=self.gpus_per_worker,
         )
+
+    def settings_notes(self) -> list[str]:
+        """What the evidence says about this trainer's settings (slow or unstable regimes, with
+        the recommended setting); empty at ``distkeras.recommended(...)``'s settings."""
+        from distkeras.core.recommend import optimizer_settings, settings_notes
+
+        name, lr = optimizer_settings(self.spec.optimizer)
+        return settings_notes(
+            self.strategy, self.num_workers, epochs=self.num_epoch, batch_size=self.batch_size, optimizer=name, learning_rate=lr
+        )
+
+    def warn_settings(self) -> None:
+        """One :class:`distkeras.StrategySettingsWarning` per note of :meth:`settings_notes`
+        (``train`` calls it before the run starts)."""
+        from distkeras.core.recommend import StrategySettingsWarning
+
+        for note in self.settings_notes():
+            warnings.warn(f"{type(self).__name__}: {note}", StrategySettingsWarning, stacklevel=3)
 
     def train(self, df, validation=None, callbacks=None, validation_rows: int | None = DEFAULT_VALIDATION_ROWS):
         """Train on ``df``; returns a compiled keras.Model holding the center's weights.
@@ -322,6 +347,7 @@ class Trainer:
         from distkeras.backends import KerasAdapter
         from distkeras.spark.runner import run_training
 
+        self.warn_settings()
         adapter = KerasAdapter.from_spec(self.spec)  # evaluates the centers; the callbacks' model; returned
         evaluate_center = None
         validation_info = None
@@ -424,6 +450,7 @@ class SingleTrainer(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -485,6 +512,7 @@ class AveragingTrainer(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -544,6 +572,7 @@ class EnsembleTrainer(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -609,6 +638,7 @@ class DOWNPOUR(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -677,6 +707,7 @@ class ADAG(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -744,6 +775,7 @@ class DynSGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -815,6 +847,7 @@ class AEASGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -887,6 +920,7 @@ class EAMSGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -948,6 +982,7 @@ class EASGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -1018,6 +1053,7 @@ class Experimental(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -1075,6 +1111,7 @@ class LocalSGD(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,
@@ -1138,6 +1175,7 @@ class DiLoCo(Trainer):
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
         round_timeout: float | None = 600.0,
+        gpus_per_worker: int = 0,
         sample_weight_col: str | None = None,
         class_weight: dict | None = None,
         spark: Any = None,

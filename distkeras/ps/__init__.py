@@ -29,6 +29,7 @@ from .client import PSClient, ShardedPSClient, connect, parse_addresses
 from .service import (
     ParameterServerService,
     PSAuthenticationError,
+    PSCommitRejected,
     PSConnectionError,
     PSError,
     PSRemoteError,
@@ -81,6 +82,7 @@ __all__ = [
     "CheckpointError",
     "PSAuthenticationError",
     "PSClient",
+    "PSCommitRejected",
     "PSConnectionError",
     "PSError",
     "PSRemoteError",

@@ -38,8 +38,10 @@ from .protocol import Dropped, FrameReader, decode_frame, pack_parts, send_parts
 from .service import (
     AUTH_MAX_FRAME,
     E_AUTH,
+    E_REJECTED,
     E_SHUTDOWN,
     PSAuthenticationError,
+    PSCommitRejected,
     PSConnectionError,
     PSRemoteError,
     server_proof,
@@ -216,6 +218,8 @@ class PSClient:
             raise _Retry(text)
         if code == E_AUTH:
             raise PSAuthenticationError(f"{self.address} refused authentication: {text}")
+        if code == E_REJECTED:
+            raise PSCommitRejected(text, code, reason, self.address)
         raise PSRemoteError(text, code, reason, self.address)
 
     def _call(self, parts: list[Any] | None, into: np.ndarray | None = None) -> dict[str, Any]:
@@ -307,7 +311,8 @@ class PSClient:
         Returns ``(center or None, info)``; info has status, clock, round, staleness, seq.
         The center is a new array, or ``out`` filled in place (received straight into it
         when it is a contiguous float32 vector; if the call raises, ``out`` may hold part of
-        a center). A rejected commit (NaN, wrong layout, fenced) raises PSRemoteError.
+        a center). A rejected commit (NaN, wrong layout) raises PSCommitRejected (a
+        PSRemoteError and a ``distkeras.core.server.CommitRejected``); a fenced one PSRemoteError.
         """
         encoded = self.encode(update)
         seq = self.seq

@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from distkeras.core import codecs
-from distkeras.core.server import APPLIED, DUPLICATE, FENCED, PENDING, Fenced, ParameterServerState
+from distkeras.core.server import APPLIED, DUPLICATE, FENCED, PENDING, CommitRejected, Fenced, ParameterServerState, rejection_message
 from distkeras.core.strategies import Strategy, get_strategy
 
 from . import protocol as wire
@@ -108,6 +108,12 @@ class PSRemoteError(PSError):
         self.reason = reason
         self.server_message = message
         self.address = address
+
+
+class PSCommitRejected(PSRemoteError, CommitRejected):
+    """The server rejected a commit (code ``rejected``: non-finite values, wrong layout, ...;
+    ``reason`` says which). A :class:`~distkeras.core.server.CommitRejected`, as the in-process
+    client raises: the worker loop treats both alike (it ends the worker)."""
 
 
 def server_proof(secret: bytes, client_challenge: bytes) -> bytes:
@@ -642,7 +648,7 @@ class ParameterServerService:
         if not result.ok:
             code = E_FENCED if result.reason == FENCED else E_REJECTED
             current = self.state.workers[conn.worker].attempt
-            raise _Refuse(code, _rejection_message(result.reason, conn, seq, self.size, current), result.reason, close=code == E_FENCED)
+            raise _Refuse(code, rejection_message(result.reason, conn.worker, conn.attempt, seq, self.size, current), result.reason, close=code == E_FENCED)
         if result.status != DUPLICATE:
             self._after_commit()
         wait_round = None
@@ -719,18 +725,6 @@ def _peer(peer: Any) -> str:
         return f"{peer[0]}:{peer[1]}"
     except (TypeError, IndexError):
         return str(peer)
-
-
-def _rejection_message(reason: str, conn: _Conn, seq: int, size: int, current: int | None = None) -> str:
-    newer = f"attempt {current}" if current is not None and current > conn.attempt else "a newer attempt"
-    what = {
-        "non_finite": "the update contains NaN or Inf values",
-        "bad_layout": f"the update is not a float32 vector of length {size}",
-        "fenced": f"worker {conn.worker} attempt {conn.attempt} is fenced off by {newer}",
-        "not_registered": f"worker {conn.worker} attempt {conn.attempt} is not registered",
-        "round_closed": f"worker {conn.worker} already committed to this round",
-    }.get(reason, reason)
-    return f"commit {seq} of worker {conn.worker} rejected: {what}; the center is unchanged"
 
 
 def _linger(sock: socket.socket, timeout: float = 0.5, quiet: float = 0.02, limit: int = 1 << 20) -> None:

@@ -19,7 +19,8 @@ class History:
     L2 norms of the update sent and of Δ = w − c_pulled, whose ratio is the strategy's scale).
     ``epochs``: one dict per
     epoch of center metrics on the validation data (epoch, samples, and each metric).
-    ``workers``: one summary per worker task. ``server``: the parameter server's final stats.
+    ``workers``: one summary per worker task (a GPU run's carry ``device``: the task's GPU
+    addresses, ``CUDA_VISIBLE_DEVICES`` and the devices the backend saw). ``server``: the parameter server's final stats.
     ``validation``: the size of the validation sample behind ``epochs`` (``rows``, ``max_rows``).
     """
 
@@ -53,6 +54,10 @@ class History:
     @classmethod
     def load(cls, path: str | Path) -> "History":
         return cls(**json.loads(Path(path).read_text()))
+
+    def devices(self) -> dict[int, list[str]]:
+        """The GPU addresses each worker trained on (empty when the run asked for none)."""
+        return {int(w["worker"]): list(w["device"]["gpus"]) for w in self.workers if w.get("device")}
 
     def losses_by_worker(self) -> dict[int, list[tuple[float, float]]]:
         out: dict[int, list[tuple[float, float]]] = {}

@@ -85,6 +85,9 @@ class RunOptions:
     # this many bytes and is spilled to the executor's local disk otherwise; "auto": half of
     # spark.executor.pyspark.memory per concurrent task when that is set, else 512 MiB.
     feed_memory: int | str = "auto"
+    # GPUs each worker's task asks Spark for (a stage-level ResourceProfile for the training stage
+    # only; see distkeras.spark.gpus). 0: no GPUs, the default resources.
+    gpus_per_worker: int = 0
 
 
 def _server_stats(service) -> dict:
@@ -274,6 +277,13 @@ def run_training(
     num_workers = 1 if strategy.name == "single" else int(options.num_workers)
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    from . import gpus
+
+    gpus_per_worker = gpus.check_gpus_per_worker(options.gpus_per_worker)
+    profile = gpus.training_profile(spark, gpus_per_worker)
+    if profile is not None:  # before any job: a stage asking for GPUs nobody has would wait forever
+        gpus.check_gpus(spark, profile, num_workers, gpus_per_worker)
+        gpus.warn_if_workers_reused(spark, gpus_per_worker)
     from .diagnose import explained
     from .spill import resolve_budget
 
@@ -356,7 +366,14 @@ def run_training(
         cfg = config.to_dict()
 
         def worker_fn(worker: int, attempt: int, source) -> dict:
-            return run_worker(WorkerConfig(**cfg), worker, attempt, source)
+            if not gpus_per_worker:
+                return run_worker(WorkerConfig(**cfg), worker, attempt, source)
+            from distkeras.spark.gpus import device_record, pin_task_gpus
+
+            placement = pin_task_gpus(gpus_per_worker)  # before run_worker imports the backend
+            summary = run_worker(WorkerConfig(**cfg), worker, attempt, source)
+            summary["device"] = device_record(placement, summary.get("backend"))
+            return summary
 
         t1 = time.perf_counter()
         history.timings["job_submitted_at"] = time.time()
@@ -387,6 +404,7 @@ def run_training(
                 strategy=strategy.name,
                 repartition=options.repartition,
                 feed=budget,
+                profile=profile,
             )
         history.timings["train_seconds"] = time.perf_counter() - t1
         members: list[np.ndarray] = []

@@ -190,6 +190,7 @@ def run_workers(
     strategy: str | None = None,
     slot_wait_s: float = 10.0,
     feed: int | str | None = None,
+    profile: Any = None,
 ) -> list[dict]:
     """Run ``worker_fn(worker_id, attempt, x, y) -> dict`` once per partition, ``num_workers``
     partitions, and return the summaries in worker order (``summaries[i]`` from worker ``i``).
@@ -201,6 +202,8 @@ def run_workers(
     ``df`` must already be prepared). ``repartition=False`` uses ``df``'s partitions as they are
     (they must number ``num_workers``), e.g. a cached, already partitioned DataFrame.
     ``barrier=True`` runs all workers at once (``BarrierTaskContext`` via :func:`current_task`).
+    ``profile``: a ``pyspark.resource.ResourceProfile`` for this stage only (GPUs, see
+    :mod:`distkeras.spark.gpus`); None: the application's default resources.
 
     ``feed`` says how a worker gets its partition: None, as arrays (above); a budget in bytes,
     as a :class:`~distkeras.spark.source.BatchSource`, ``worker_fn(worker_id, attempt, source)``,
@@ -228,7 +231,7 @@ def run_workers(
             raise ValueError(f"repartition=False, but the DataFrame has {have} partitions for {num_workers} workers")
     if feed is not None and feed != "stream" and (isinstance(feed, bool) or not isinstance(feed, int) or feed < 1):
         raise ValueError(f"feed must be None, 'stream' or a budget in bytes, got {feed!r}")
-    out = df.mapInArrow(_WorkerTask(worker_fn, spec, barrier, feed), RESULT_SCHEMA, barrier=barrier)
+    out = df.mapInArrow(_WorkerTask(worker_fn, spec, barrier, feed), RESULT_SCHEMA, barrier=barrier, profile=profile)
     try:
         table = out.toArrow()
     except Exception as exc:

@@ -63,11 +63,24 @@ def spawn_logged(argv: list[str], env: dict[str, str], folder: str, name: str) -
 
 
 class LocalStandaloneCluster:
-    """Context manager: a standalone master and one worker with ``cores`` and ``memory``."""
+    """Context manager: a standalone master and one worker with ``cores`` and ``memory``.
 
-    def __init__(self, cores: int = 2, memory: str = "2g", start_timeout: float = 90.0, stop_timeout: float = 15.0):
+    ``gpus``: addresses of (fake or real) GPUs the worker announces, through a discovery script
+    it runs at start (``spark.worker.resource.gpu.*``); applications then ask for them with
+    ``spark.executor.resource.gpu.amount`` (see :func:`distkeras.spark.gpus.write_discovery_script`).
+    """
+
+    def __init__(
+        self,
+        cores: int = 2,
+        memory: str = "2g",
+        start_timeout: float = 90.0,
+        stop_timeout: float = 15.0,
+        gpus: list[str] | None = None,
+    ):
         self.cores = int(cores)
         self.memory = memory
+        self.gpus = [str(a) for a in gpus] if gpus else []
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.master_port = self.webui_port = self.worker_port = self.worker_webui_port = None
@@ -108,7 +121,14 @@ class LocalStandaloneCluster:
         return env
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        proc = spawn_logged([os.path.join(spark_home(), "bin", "spark-class"), *args], self._env(), self.tmpdir.name, name)
+        env = self._env()
+        if name == "worker" and self.gpus:
+            from distkeras.spark.gpus import write_discovery_script
+
+            script = write_discovery_script(os.path.join(self.tmpdir.name, "gpus.sh"), self.gpus)
+            opts = f"-Dspark.worker.resource.gpu.amount={len(self.gpus)} -Dspark.worker.resource.gpu.discoveryScript={script}"
+            env["SPARK_WORKER_OPTS"] = (env.get("SPARK_WORKER_OPTS", "") + " " + opts).strip()
+        proc = spawn_logged([os.path.join(spark_home(), "bin", "spark-class"), *args], env, self.tmpdir.name, name)
         self.procs[name] = proc
         return proc
 

@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from distkeras.core import worker_loop
 from distkeras.core.codecs import get_codec
 from distkeras.core.strategies import get_strategy
+from distkeras.core.worker_loop import WindowResult, run_loop, should_stop  # noqa: F401  (should_stop: re-exported)
 
 
 @dataclass
@@ -174,32 +176,32 @@ def train_window(adapter, parts, full: int, cap: int | None = None) -> tuple[dic
     return {key: value / batches for key, value in totals.items()}, batches
 
 
-def _norms(payload: np.ndarray, local: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """L2 norms of what a commit sends and of the local change it stands for (Δ = w − c, the
-    center the commit is relative to): their ratio is the strategy's scale (1 for DOWNPOUR,
-    1/λ for ADAG, α for elastic averaging), which the history keeps per commit."""
-    return {"update_norm": float(np.linalg.norm(payload)), "delta_norm": float(np.linalg.norm(local - reference))}
+class AdapterWindows:
+    """The worker loop's "train a window" on Spark: set the loop's weights into the Keras
+    adapter, train the window (:func:`train_window`: windows of ``full`` batches, given as
+    parts of at most ``cap`` batches by :func:`windows`) and read the weights back.
+    ``keep_weights``: also keep every window's weights (``weights_b64``, for the per-epoch
+    records of strategies without a server)."""
+
+    def __init__(self, adapter, full: int, batch_size: int, keep_weights: bool = False, cap: int | None = None):
+        self.adapter, self.full, self.batch_size, self.keep_weights, self.cap = adapter, int(full), int(batch_size), keep_weights, cap
+        self.weights_b64: list[str] = []
+        self._last: np.ndarray | None = None  # the weights the adapter returned last (and still holds)
+
+    def __call__(self, weights: np.ndarray, window) -> WindowResult:
+        if weights is not self._last:
+            self.adapter.set_flat(weights)
+        metrics, trained = train_window(self.adapter, window, self.full, self.cap)
+        self._last = self.adapter.get_flat()
+        if self.keep_weights:
+            self.weights_b64.append(encode_vector(self._last))
+        return WindowResult(self._last, trained * self.batch_size, metrics)
 
 
 def exchange(strategy, client, wstate, local: np.ndarray, pulled: np.ndarray, samples: int):
-    """One exchange after a window of local steps: commit under ``strategy`` and take the new
-    center. Returns ``(wstate, local, pulled, info)``: the worker's new state and weights,
-    the center that the next commit is relative to, and the server's reply, plus the norms of
-    the update sent and of Δ (``update_norm``, ``delta_norm``)."""
-    if strategy.pulls_before_commit:  # AEASGD, EAMSGD: e = α(w − c) against the newest center
-        pulled, _clock = client.pull()
-        wstate, moved, payload = strategy.commit(wstate, local, pulled)  # rules never change their inputs
-        norms = _norms(payload, local, pulled)
-        _none, info = client.commit(payload, samples=samples, pull=False)
-        info.update(norms)
-        wstate, moved = strategy.after_pull(wstate, moved, pulled)  # keeps local (elastic)
-        return wstate, moved, pulled, info
-    wstate, moved, payload = strategy.commit(wstate, local, pulled)
-    norms = _norms(payload, local, pulled)
-    center, info = client.commit(payload, samples=samples, pull=True)
-    info.update(norms)
-    wstate, moved = strategy.after_pull(wstate, moved, center)
-    return wstate, moved, center, info
+    """One exchange of the worker loop (:func:`distkeras.core.worker_loop.exchange`) performed
+    at once against ``client``: returns ``(wstate, local, pulled, info)``."""
+    return run_loop(worker_loop.exchange(strategy, wstate, local, pulled, samples), client, None)
 
 
 def build_adapter(config: WorkerConfig):
@@ -257,7 +259,6 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, source) -> dict[
         )
     batches_per_epoch = n // config.batch_size
     window = strategy.window or batches_per_epoch
-    history: list[dict[str, Any]] = []
     summary: dict[str, Any] = {
         "worker": worker,
         "attempt": attempt,
@@ -271,20 +272,16 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, source) -> dict[
         "feed": source.describe(),
     }
     stream = source.batches(config.batch_size, config.epochs, config.seed, worker)
-    cap = source.max_window(config.batch_size)  # a spilled feed: batches held at once
+    cap = source.max_window(config.batch_size)  # a spilled feed: the batches held at once
+    clock = lambda: time.perf_counter() - t_start  # noqa: E731
 
     if not strategy.exchanges:
-        adapter.set_flat(decode_vector(config.initial_b64))
-        per_epoch: list[str] = []
-        for i, parts in enumerate(windows(stream, batches_per_epoch, cap)):
-            t0 = time.perf_counter()
-            metrics, trained = train_window(adapter, parts, batches_per_epoch, cap)
-            history.append({"epoch": i, "loss": float(metrics.get("loss", np.nan)), "seconds": time.perf_counter() - t0, "samples": trained * config.batch_size})
-            if config.epoch_weights:
-                per_epoch.append(encode_vector(adapter.get_flat()))
-        summary.update(final_b64=encode_vector(adapter.get_flat()), history=history)
+        train = AdapterWindows(adapter, batches_per_epoch, config.batch_size, keep_weights=config.epoch_weights, cap=cap)
+        loop = worker_loop.worker_loop(strategy, windows(stream, batches_per_epoch, cap), start=decode_vector(config.initial_b64), clock=clock)
+        result = run_loop(loop, None, train)
+        summary.update(final_b64=encode_vector(result.weights), history=result.history)
         if config.epoch_weights:
-            summary["epochs_b64"] = per_epoch
+            summary["epochs_b64"] = train.weights_b64
         summary["seconds"] = time.perf_counter() - t_start
         return summary
 
@@ -301,50 +298,11 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, source) -> dict[
         timeout=config.request_timeout,
     )
     summary["connect_seconds"] = time.perf_counter() - t_built
-    stopped = False
+    train = AdapterWindows(adapter, window, config.batch_size, cap=cap)
     try:
-        center, _clock = client.pull()
-        adapter.set_flat(center)
-        wstate = strategy.init_worker(center)
-        pulled = center
-        committed_round = -1
-        for parts in windows(stream, window, cap):
-            if should_stop(client.stop_signal, strategy.synchronous, committed_round):
-                stopped = True
-                break
-            t0 = time.perf_counter()
-            metrics, trained = train_window(adapter, parts, window, cap)
-            t1 = time.perf_counter()
-            wstate, local, pulled, info = exchange(strategy, client, wstate, adapter.get_flat(), pulled, trained * config.batch_size)
-            adapter.set_flat(local)
-            t2 = time.perf_counter()
-            history.append(
-                {
-                    "t": t2 - t_start,
-                    "loss": float(metrics.get("loss", np.nan)),
-                    "staleness": int(info.get("staleness", 0)),
-                    "bytes": int(info.get("bytes_sent", 0)),
-                    "train_seconds": t1 - t0,
-                    "exchange_seconds": t2 - t1,
-                    "samples": trained * config.batch_size,
-                    "update_norm": info["update_norm"],
-                    "delta_norm": info["delta_norm"],
-                }
-            )
-            if isinstance(info.get("round"), int):
-                committed_round = info["round"]
-        client.bye()  # synchronous rounds stop waiting for this worker
+        # a rejected commit raises out of the loop and fails the task (see distkeras.core.worker_loop)
+        result = run_loop(worker_loop.worker_loop(strategy, windows(stream, window, cap), clock=clock), client, train)
     finally:
         client.close()
-    summary.update(history=history, seconds=time.perf_counter() - t_start, stopped=stopped)
+    summary.update(history=result.history, seconds=time.perf_counter() - t_start, stopped=result.stopped)
     return summary
-
-
-def should_stop(signal: dict[str, Any] | None, synchronous: bool, committed_round: int) -> bool:
-    """Whether the server's stop request (see distkeras.ps.service) ends this worker now:
-    asynchronous workers stop at once; synchronous ones once they have committed to the
-    stop round, so that every worker of the run leaves after the same round."""
-    if not signal or not signal.get("stop"):
-        return False
-    stop_round = signal.get("stop_round")
-    return not synchronous or stop_round is None or committed_round >= stop_round

@@ -107,3 +107,13 @@ def test_all_prints_the_comparison(capsys):
     for name in STRATEGIES:
         assert name in out
     assert "adag topk:0.01" in out and "vs single" in out
+
+
+def test_a_run_whose_commit_is_rejected_exits_1_naming_worker_and_reason(capsys):
+    """A learning rate that overflows float32 makes the first commit Inf: the server rejects it,
+    the run stops (as a Spark run fails) and the command says so and exits 1."""
+    assert main(["simulate", "--strategy", "downpour", "--workers", "2", "--epochs", "1", "--lr", "1e38", "--quiet", "--json"]) == 1
+    out, err = capsys.readouterr()
+    s = json.loads(out)
+    assert s["failed"]["reason"] == "non_finite" and s["rejected"] == 1 and s["samples"] == 0
+    assert "the run failed at simulated time 5: worker 0: commit 0 of worker 0 rejected: the update contains NaN or Inf values" in err

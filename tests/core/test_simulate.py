@@ -77,8 +77,9 @@ def test_bytes_sent_follow_the_codec():
     top = run("adag", 2, epochs=1, codec="topk:0.01").summary
     assert top["bytes_sent"] == top["commits"] * 8 * 7  # k = ⌈6.5⌉ = 7 (index + value)
     assert top["codec"] == "topk:0.01"
-    # one pull to start, one after every commit but each worker's last: as many pulls as commits
-    assert none["bytes_received"] == none["commits"] * 4 * size
+    # one pull to start and the center in every commit's reply (the worker loop commits and pulls
+    # in one exchange, as on Spark): one pull more per worker than commits
+    assert none["bytes_received"] == (none["commits"] + 2) * 4 * size
     # AEASGD pulls right before each commit instead (Zhang et al., Algorithm 1), not after it
     elastic = run("aeasgd", 2, epochs=1, window=4).summary
     assert elastic["bytes_received"] == (2 + elastic["commits"]) * 4 * size
@@ -162,12 +163,21 @@ def test_hand_written_gradients_match_finite_differences(model):
 
 
 @pytest.mark.parametrize("name", ["adag", "localsgd"])
-def test_poisoned_sample_is_rejected_and_the_run_completes(name):
+def test_a_rejected_commit_ends_the_run_as_failed(name):
+    """One poisoned sample turns a worker's window NaN: the server rejects that commit and the
+    run stops there, as the Spark run fails (one worker loop, core.worker_loop); the summary
+    says which worker, when and why, and the center it stopped with was never poisoned."""
     x = DATA.x_train.copy()
     x[100, 5] = np.nan  # one worker's gradient turns NaN whenever it sees this sample
-    s = simulate(SimConfig(name, 3, epochs=2), (x, DATA.y_train, DATA.x_test, DATA.y_test)).summary
-    assert s["rejected"] >= 1 and s["rejected_by_reason"]["non_finite"] == s["rejected"]
-    assert np.isfinite(s["test_loss"]) and s["test_accuracy"] > 0.5  # the center was never poisoned
+    r = simulate(SimConfig(name, 3, epochs=2), (x, DATA.y_train, DATA.x_test, DATA.y_test))
+    s = r.summary
+    failed = s["failed"]
+    assert failed["reason"] == "non_finite" and "the update contains NaN or Inf values" in failed["error"], failed
+    assert failed["worker"] in (0, 1, 2) and failed["sim_time"] == s["sim_time"] > 0
+    assert s["rejected"] == 1 and s["rejected_by_reason"] == {"non_finite": 1}
+    assert s["samples"] < 2 * N_TRAIN  # it stopped early
+    assert np.all(np.isfinite(r.center)) and np.isfinite(s["test_loss"])  # (the train loss is NaN: the poisoned sample)
+    assert run(name, 3, epochs=1).summary["failed"] is None
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -74,6 +74,7 @@ def test_import_distkeras_is_lazy_and_exposes_the_api():
 
 
 def test_every_public_name_resolves():
+    from distkeras.core import recommend
     from distkeras.frontends import estimator, model_io
     from distkeras.spark import inference
 
@@ -85,6 +86,8 @@ def test_every_public_name_resolves():
         evaluate=inference.evaluate,
         save_model=model_io.save_model,
         load_model=model_io.load_model,
+        recommended=recommend.recommended,
+        StrategySettingsWarning=recommend.StrategySettingsWarning,
     )
     for name, value in expected.items():
         assert getattr(distkeras, name) is value, name

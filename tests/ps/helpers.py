@@ -19,9 +19,10 @@ from tests.support import ROOT, child_env
 SECRET = b"test-secret-0123456789abcdef"
 
 
-def service(strategy="downpour", size=1000, workers=4, **kw) -> ParameterServerService:
-    """A started service with a zero center of ``size`` floats and the test secret."""
-    svc = ParameterServerService(strategy, np.zeros(size, np.float32), workers, SECRET, **kw)
+def service(strategy="downpour", size=1000, workers=4, center=None, **kw) -> ParameterServerService:
+    """A started service with the test secret and ``center`` (default: ``size`` zeros)."""
+    center = np.zeros(size, np.float32) if center is None else center
+    svc = ParameterServerService(strategy, center, workers, SECRET, **kw)
     svc.start()
     return svc
 

@@ -90,6 +90,40 @@ def test_exchange_commits_against_the_right_center(name):
     assert info["update_norm"] == pytest.approx(scale * info["delta_norm"], rel=1e-6)
 
 
+@pytest.mark.parametrize("name", ["adag", "localsgd"])
+def test_a_rejected_commit_fails_the_worker_naming_the_reason(name):
+    """run_worker runs the one worker loop (core.worker_loop) against the real service: a window
+    that turns the weights NaN (a poisoned batch) is rejected by the server, and the worker
+    fails at once with the server's reason (the Spark task fails; the simulator ends its run
+    the same way). The center is unchanged and nothing after the rejection was sent."""
+    import base64
+
+    from distkeras.backends import ModelSpec
+    from distkeras.core.server import CommitRejected
+    from distkeras.core.strategies import get_strategy
+    from distkeras.data import load_digits
+    from distkeras.ps import ParameterServerService, PSCommitRejected
+    from distkeras.spark.worker import WorkerConfig, encode_vector, run_worker
+
+    x, y = load_digits("train")
+    x, y = x[:128].copy(), y[:128]
+    x[:, 3] = np.nan  # every batch: the first window's weights turn NaN
+    spec = ModelSpec.from_model(make_mlp(), optimizer(), "sparse_categorical_crossentropy", ["accuracy"])
+    strategy = get_strategy(name, window=2)
+    with ParameterServerService(strategy, spec.weights.copy(), 1, SECRET) as svc:
+        host, port = svc.address
+        config = WorkerConfig(
+            spec_json=spec.to_json(), strategy=name, strategy_params=strategy.params(), batch_size=16, epochs=1,
+            ps_addresses=f"{host}:{port}", secret_b64=base64.b64encode(SECRET).decode(), initial_b64=encode_vector(spec.weights),
+        )
+        with pytest.raises(PSCommitRejected, match=r"commit 0 of worker 0 rejected: the update contains NaN or Inf values; the center is unchanged") as e:
+            run_worker(config, 0, 0, x, y)
+        stats = svc.stats()
+        np.testing.assert_array_equal(svc.center(), spec.weights)
+    assert isinstance(e.value, CommitRejected) and e.value.reason == "non_finite"
+    assert stats["rejected"] == {"non_finite": 1} and stats["commits_applied"] == 0 and stats["pulls"] == 1
+
+
 def test_cached_adapter_restarts_runs_like_a_fresh_model():
     """A Python worker reuses its built model and compiled window functions for the next task of the
     same spec (the optimizer's name aside), with the optimizer state back to fresh: the second run

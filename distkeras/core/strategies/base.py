@@ -1,6 +1,8 @@
 """The strategy contract: hyperparameters in a frozen dataclass, state in NamedTuples.
 
-A worker's loop, whatever the strategy (the simulator and the Spark runner both run it)::
+A worker's loop, whatever the strategy (``distkeras.core.worker_loop``: the simulator and the
+Spark runner both run it; the elastic asynchronous strategies pull right before they commit,
+see ``Strategy.pulls_before_commit``)::
 
     wstate = strategy.init_worker(center)
     local, pulled = center.copy(), center

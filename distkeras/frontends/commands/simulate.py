@@ -179,8 +179,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(_json_safe(summary), sort_keys=False))
-        return 0
-    _print_summary(summary)
+    else:
+        _print_summary(summary)
+    failed = summary.get("failed")
+    if failed:  # as a Spark run with a rejected commit fails: exit 1, the reason on stderr
+        print(
+            f"distkeras simulate: the run failed at simulated time {failed['sim_time']:g}: worker {failed['worker']}: {failed['error']}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -209,6 +216,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         ("codec", s["codec"]),
         ("model", f"{s['model']}, {s['epochs']} epochs, lr {s['lr']:g}, batch {s['batch_size']}"),
         ("seed", s["seed"]),
+        *([("FAILED", f"worker {s['failed']['worker']} at simulated time {s['failed']['sim_time']:g}: {s['failed']['reason']}")] if s.get("failed") else []),
         ("test accuracy", f"{s['test_accuracy']:.4f}"),
         ("test loss", f"{s['test_loss']:.4f}"),
         ("final train loss", f"{s['final_loss']:.4f}"),

@@ -109,15 +109,19 @@ def register(subparsers) -> None:
         metavar="N",
         help="the per-epoch test metrics use a uniform random sample of at most N rows of the test split, evaluated on the driver (0: every row)",
     )
+    p.add_argument(
+        "--gpus-per-worker",
+        type=int,
+        default=0,
+        metavar="N",
+        help="GPUs each worker's training task gets from Spark's resource scheduling (needs a cluster whose executors "
+        "announce GPUs: spark.executor.resource.gpu.amount; see the README's GPUs section)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="distkeras-out", help="output folder")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object (last line of stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
-
-    s = subparsers.add_parser("strategies", help="list every strategy with its defaults and paper")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=run_strategies)
 
 
 def run_train(args) -> int:
@@ -152,6 +156,7 @@ def run_train(args) -> int:
         early_stopping=args.early_stopping,
         feed_memory=args.feed_memory,
         validation_rows=args.validation_rows if args.validation_rows > 0 else None,
+        gpus_per_worker=args.gpus_per_worker,
         params={k: _parse_value(v) for k, v in args.param},
         conf=dict(args.conf),
         progress=not args.quiet,
@@ -170,23 +175,4 @@ def run_train(args) -> int:
         print(json.dumps(result))
     else:
         print(format_metrics(result))
-    return 0
-
-
-def run_strategies(args) -> int:
-    from distkeras.core.strategies import STRATEGIES
-
-    rows = []
-    for name, cls in STRATEGIES.items():
-        s = cls()
-        mode = "none" if not s.exchanges else ("sync" if s.synchronous else "async")
-        rows.append({"name": name, "mode": mode, "defaults": s.params(), "paper": s.paper})
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    width = max(len(r["name"]) for r in rows)
-    for r in rows:
-        defaults = ", ".join(f"{k}={v}" for k, v in r["defaults"].items())
-        print(f"{r['name']:<{width}}  {r['mode']:<5}  {defaults}")
-        print(f"{'':<{width}}         {r['paper']}")
     return 0
