@@ -103,6 +103,7 @@ def test_a_rejected_commit_fails_the_worker_naming_the_reason(name):
     from distkeras.core.strategies import get_strategy
     from distkeras.data import load_digits
     from distkeras.ps import ParameterServerService, PSCommitRejected
+    from distkeras.spark.source import ArraySource
     from distkeras.spark.worker import WorkerConfig, encode_vector, run_worker
 
     x, y = load_digits("train")
@@ -117,7 +118,7 @@ def test_a_rejected_commit_fails_the_worker_naming_the_reason(name):
             ps_addresses=f"{host}:{port}", secret_b64=base64.b64encode(SECRET).decode(), initial_b64=encode_vector(spec.weights),
         )
         with pytest.raises(PSCommitRejected, match=r"commit 0 of worker 0 rejected: the update contains NaN or Inf values; the center is unchanged") as e:
-            run_worker(config, 0, 0, x, y)
+            run_worker(config, 0, 0, ArraySource.of(x, y))
         stats = svc.stats()
         np.testing.assert_array_equal(svc.center(), spec.weights)
     assert isinstance(e.value, CommitRejected) and e.value.reason == "non_finite"
