@@ -179,6 +179,13 @@ class KerasAdapter:
         logs = self._model.evaluate(x, y, batch_size=batch_size, sample_weight=sample_weight, verbose=0, return_dict=True)
         return {key: _to_float(value) for key, value in logs.items()}
 
+    def evaluate_batches(self, batches) -> dict[str, float]:
+        """``model.evaluate`` over an iterable of ``(x, y)`` or ``(x, y, sample_weight)`` batches,
+        read once (a partition streamed batch by batch): the metrics over all of them, exact as
+        :meth:`evaluate`'s (give batches of one size, only the last shorter: JAX compiles per shape)."""
+        logs = self._model.evaluate((b for b in batches), verbose=0, return_dict=True)
+        return {key: _to_float(value) for key, value in logs.items()}
+
     def predict(self, x, batch_size: int = 64) -> np.ndarray:
         """Predictions for ``x``; the last partial batch is padded to ``batch_size`` (fixed shapes), then cut."""
         padded, n = pad_to_multiple(x if isinstance(x, (list, tuple, dict)) else np.asarray(x), batch_size)

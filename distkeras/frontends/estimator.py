@@ -41,7 +41,10 @@ serialized for you. ``strategyParams`` is a JSON object of the strategy's hyperp
 objects given to the constructor or ``setParams`` are turned into that (their constructor
 arguments), never pickled. ``validationFraction`` > 0 holds out that share of the rows
 (``randomSplit`` with ``seed``) for the per-epoch ``val_*`` metrics that callbacks such as
-``EarlyStopping(monitor="val_loss")`` watch and for the fitted model's ``history.epochs``.
+``EarlyStopping(monitor="val_loss")`` watch and for the fitted model's ``history.epochs``;
+they are computed on the driver on a uniform sample of at most ``validationRows`` of those rows
+(default 10,000; 0: all of them). ``feedMemory`` is each worker's data budget ("auto", or a
+size such as "512MiB"): a partition larger than it is spilled to the executor's local disk.
 ``gpusPerWorker`` > 0 gives each worker's training task that many GPUs from Spark's resource
 scheduling (the training stage only; see :mod:`distkeras.spark.gpus`).
 """
@@ -224,6 +227,19 @@ class _KerasEstimatorParams(_KerasModelParams):
         "share of the rows held out for per-epoch validation metrics (val_*) in [0, 1)",
         typeConverter=TypeConverters.toFloat,
     )
+    validationRows = Param(
+        Params._dummy(),
+        "validationRows",
+        "the per-epoch validation metrics use a uniform sample of at most this many held-out rows, evaluated on the driver (0: all)",
+        typeConverter=TypeConverters.toInt,
+    )
+    feedMemory = Param(
+        Params._dummy(),
+        "feedMemory",
+        "each worker's data budget: a size such as '512MiB' or '2GB' (a partition that fits stays in memory, a larger one "
+        "spills to the executor's local disk), or 'auto'",
+        typeConverter=TypeConverters.toString,
+    )
     gpusPerWorker = Param(
         Params._dummy(),
         "gpusPerWorker",
@@ -252,6 +268,8 @@ class _KerasEstimatorParams(_KerasModelParams):
             psTls="auto",
             callbacks="[]",
             validationFraction=0.0,
+            validationRows=10_000,
+            feedMemory="auto",
             gpusPerWorker=0,
         )
 
@@ -267,6 +285,16 @@ class _KerasEstimatorParams(_KerasModelParams):
             raise ValueError(f"validationFraction must be in [0, 1), got {value}")
         return value
 
+    def getValidationRows(self) -> int | None:
+        value = self.getOrDefault(self.validationRows)
+        if value < 0:
+            raise ValueError(f"validationRows must be >= 0 (0: all rows), got {value}")
+        return value or None
+
+    def getFeedMemory(self) -> int | str:
+        from distkeras.spark.spill import parse_feed_memory
+
+        return parse_feed_memory(self.getOrDefault(self.feedMemory))
     def getGpusPerWorker(self) -> int:
         from distkeras.spark.gpus import check_gpus_per_worker
 
@@ -420,6 +448,8 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
         psTls: str = "auto",
         callbacks: Any = "[]",
         validationFraction: float = 0.0,
+        validationRows: int = 10_000,
+        feedMemory: str = "auto",
         gpusPerWorker: int = 0,
     ):
         super().__init__()
@@ -506,6 +536,7 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
             ps_host=self.getPsHost() or None,
             ps_bind=self.getPsBind() or None,
             ps_tls=self.getPsTls(),
+            feed_memory=self.getFeedMemory(),
             gpus_per_worker=self.getGpusPerWorker(),
             spark=spark,
             **strategy_params,
@@ -517,7 +548,7 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
         validation = None
         if fraction > 0:
             dataset, validation = dataset.randomSplit([1.0 - fraction, fraction], seed=self.getSeed())
-        trained = trainer.train(dataset, validation=validation, callbacks=self.getCallbacks() or None)
+        trained = trainer.train(dataset, validation=validation, callbacks=self.getCallbacks() or None, validation_rows=self.getValidationRows())
         model = KerasModel(model=trained)
         self._copyValues(model)
         model.history = trainer.history

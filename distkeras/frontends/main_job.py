@@ -54,6 +54,8 @@ class JobConfig:
     ps_bind: str | None = None
     ps_tls: bool | None = None
     early_stopping: int | None = None  # patience (epochs) on the test split's loss; None: off
+    feed_memory: int | str = "auto"  # each worker's data budget (bytes or "auto"): larger partitions spill to local disk
+    validation_rows: int | None = 10_000  # the test metrics per epoch: a uniform sample of at most this many rows (None: all)
     gpus_per_worker: int = 0  # GPUs per worker's training task (Spark resource scheduling); 0: none
     params: dict[str, Any] = field(default_factory=dict)
     conf: dict[str, str] = field(default_factory=dict)
@@ -268,6 +270,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         gpus_per_worker=gpus_per_worker,
         seed=config.seed,
         progress=config.progress,
+        feed_memory=config.feed_memory,
         spark=spark,
         **params,
     )
@@ -278,7 +281,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         keras = import_keras()
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping, restore_best_weights=True))
     t1 = time.perf_counter()
-    trained = trainer.train(train_df, validation=test_df, callbacks=callbacks or None)
+    trained = trainer.train(train_df, validation=test_df, callbacks=callbacks or None, validation_rows=config.validation_rows)
     train_seconds = time.perf_counter() - t1
     history = trainer.history
     final = history.epochs[-1] if history.epochs else {}
@@ -304,6 +307,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         "data": data_name,
         "test_accuracy": float(final.get("accuracy", float("nan"))),
         "test_loss": float(final.get("loss", float("nan"))),
+        "test_rows": history.validation.get("rows"),
         "train_seconds": round(train_seconds, 3),
         "spark_start_seconds": round(spark_seconds, 3),
         "commits": int(server.get("commits_applied", 0)),

@@ -46,7 +46,11 @@ the parameter server's wire with a certificate made for the run and pinned by th
 (default ``None``: on when it listens beyond loopback);
 ``repartition=False`` takes the DataFrame's partitions as the workers' shards (exactly
 ``num_workers`` of them, e.g. cached after ``df.repartition(num_workers)``) instead of
-shuffling the data into balanced shards at every ``train``. ``round_timeout=`` (synchronous
+shuffling the data into balanced shards at every ``train``. ``feed_memory=`` (bytes, a size
+such as ``"2GiB"``, or ``"auto"``, the default) is each worker's data budget: a partition that
+fits stays in memory, a larger one is spilled to the executor's local disk and trained from
+there with a block shuffle (``"auto"``: half of ``spark.executor.pyspark.memory`` per concurrent
+task when that is set, else 512 MiB; see :mod:`distkeras.spark.spill`). ``round_timeout=`` (synchronous
 strategies, default 600 s): how long a worker waits for the others to commit to a round
 before the run fails naming the worker(s) that did not (None: wait forever);
 ``gpus_per_worker=`` (default 0: none) gives each worker's training task that many GPUs from
@@ -91,6 +95,10 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+#: the validation rows the driver evaluates each epoch's center on (a uniform sample), see Trainer.train
+DEFAULT_VALIDATION_ROWS = 10_000
+
+
 class Trainer:
     """Base of every trainer: holds the model recipe and runs a strategy through the Spark runner.
 
@@ -125,6 +133,7 @@ class Trainer:
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
+        feed_memory: int | str = "auto",
         ps_host: str | None = None,
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
@@ -181,6 +190,9 @@ class Trainer:
         self.seed = int(seed)
         self.progress = progress
         self.repartition = bool(repartition)
+        from distkeras.spark.spill import parse_feed_memory
+
+        self.feed_memory = parse_feed_memory(feed_memory)  # a clear error now, not inside a task
         self.ps_host = ps_host
         self.ps_bind = ps_bind
         self.ps_tls = ps_tls
@@ -295,6 +307,7 @@ class Trainer:
             ps_bind=self.ps_bind,
             ps_tls=self.ps_tls,
             round_timeout=self.round_timeout,
+            feed_memory=self.feed_memory,
             gpus_per_worker=self.gpus_per_worker,
         )
 
@@ -316,12 +329,18 @@ class Trainer:
         for note in self.settings_notes():
             warnings.warn(f"{type(self).__name__}: {note}", StrategySettingsWarning, stacklevel=3)
 
-    def train(self, df, validation=None, callbacks=None):
+    def train(self, df, validation=None, callbacks=None, validation_rows: int | None = DEFAULT_VALIDATION_ROWS):
         """Train on ``df``; returns a compiled keras.Model holding the center's weights.
 
         With a ``validation`` DataFrame, the center's metrics on it are recorded in
         ``self.history.epochs``, one record per epoch however fast the run (the parameter
-        server keeps a copy of the center at each epoch boundary).
+        server keeps a copy of the center at each epoch boundary). The driver evaluates each
+        epoch's center, while the workers train, on a uniform random sample of at most
+        ``validation_rows`` rows of ``validation`` (default 10,000; None: every row, all
+        brought to the driver), drawn once per ``train`` with a top-k per partition, so
+        neither the driver nor a task holds more than that; the sample's size is in
+        ``self.history.validation``. A full, exact evaluation of the trained model on the
+        executors is :func:`distkeras.spark.inference.evaluate`.
 
         ``callbacks``: ``keras.callbacks`` objects run on the driver, once per epoch, with a
         model holding the center and ``val_*`` logs (see :mod:`distkeras.frontends.callbacks`);
@@ -335,10 +354,16 @@ class Trainer:
         self.warn_settings()
         adapter = KerasAdapter.from_spec(self.spec)  # evaluates the centers; the callbacks' model; returned
         evaluate_center = None
+        validation_info = None
         if validation is not None:
             from distkeras.spark.inference import collect_numpy
 
-            xv, yv = collect_numpy(validation, self.features_col, self.label_col, self.input_shape, signature=self.signature)
+            xv, yv = collect_numpy(
+                validation, self.features_col, self.label_col, self.input_shape, signature=self.signature, rows=validation_rows, seed=self.seed
+            )
+            from distkeras.backends.batches import num_rows
+
+            validation_info = {"rows": num_rows(xv), "max_rows": validation_rows}
 
             def evaluate_center(center: np.ndarray) -> dict:
                 adapter.set_flat(center)
@@ -370,6 +395,8 @@ class Trainer:
             if driver is not None:
                 driver.close()
         self.history = result.history
+        if validation_info is not None:
+            self.history.validation = validation_info
         self.members = result.members
         adapter.set_flat(center)
         model = adapter.to_keras_model()
@@ -422,6 +449,7 @@ class SingleTrainer(Trainer):
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
+        feed_memory: int | str = "auto",
         ps_host: str | None = None,
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
@@ -483,6 +511,7 @@ class AveragingTrainer(Trainer):
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
+        feed_memory: int | str = "auto",
         ps_host: str | None = None,
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
@@ -542,6 +571,7 @@ class EnsembleTrainer(Trainer):
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
+        feed_memory: int | str = "auto",
         ps_host: str | None = None,
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
@@ -607,6 +637,7 @@ class DOWNPOUR(Trainer):
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
+        feed_memory: int | str = "auto",
         ps_host: str | None = None,
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
@@ -675,6 +706,7 @@ class ADAG(Trainer):
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
+        feed_memory: int | str = "auto",
         ps_host: str | None = None,
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
@@ -742,6 +774,7 @@ class DynSGD(Trainer):
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
+        feed_memory: int | str = "auto",
         ps_host: str | None = None,
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
@@ -813,6 +846,7 @@ class AEASGD(Trainer):
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
+        feed_memory: int | str = "auto",
         ps_host: str | None = None,
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
@@ -885,6 +919,7 @@ class EAMSGD(Trainer):
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
+        feed_memory: int | str = "auto",
         ps_host: str | None = None,
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
@@ -946,6 +981,7 @@ class EASGD(Trainer):
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
+        feed_memory: int | str = "auto",
         ps_host: str | None = None,
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
@@ -1016,6 +1052,7 @@ class Experimental(Trainer):
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
+        feed_memory: int | str = "auto",
         ps_host: str | None = None,
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
@@ -1073,6 +1110,7 @@ class LocalSGD(Trainer):
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
+        feed_memory: int | str = "auto",
         ps_host: str | None = None,
         ps_bind: str | None = None,
         ps_tls: bool | None = None,
@@ -1136,6 +1174,7 @@ class DiLoCo(Trainer):
         seed: int = 0,
         progress: bool = True,
         repartition: bool = True,
+        feed_memory: int | str = "auto",
         ps_host: str | None = None,
         ps_bind: str | None = None,
         ps_tls: bool | None = None,

@@ -4,7 +4,9 @@ Driver side, :func:`prepare` checks and normalises the two columns (an ML Vector
 ``array<float>``, ``array<double>`` is cast to ``array<float>`` so Arrow moves half the bytes) and
 describes the shapes in a :class:`FeedSpec`. :func:`partition_data` gives one balanced partition per
 worker. Executor side, :func:`arrow_batches_to_numpy` turns Arrow record batches into ``(x, y)``
-with vectorised Arrow/NumPy calls (no Python per row; float32 lists are not even copied), and
+with vectorised Arrow/NumPy calls (no Python per row; float32 lists are not even copied),
+:func:`batch_columns` gives one batch as the flat list of its arrays (features, labels, weights)
+that the training feed (:mod:`distkeras.spark.spill`) keeps in memory or spills, and
 :func:`collect_partition` gathers a whole partition into one ``(x, y)`` pair with a single copy.
 
 Labels: an integer (or, with ``num_classes``, an integral float such as StringIndexer's output)
@@ -717,24 +719,7 @@ def collect_partition(batches: Iterable["pa.RecordBatch"], spec: FeedSpec) -> tu
     converted batch by batch (vectorised) and copied once into preallocated arrays. For a
     structured spec, ``x``/``y`` are lists or dicts of arrays (the weights are left out: see
     :func:`collect_arrays`)."""
-    if spec.structured:
-        x, y, _w = collect_arrays(batches, spec)
-        return x, y
-    parts = list(spec_batches_to_numpy((b for b in batches if b.num_rows), spec))
-    if not parts:
-        return empty_arrays(spec)
-    n = sum(len(p[0]) for p in parts)
-    x = np.empty((n, *parts[0][0].shape[1:]), np.float32)
-    y = None if parts[0][1] is None else np.empty((n, *parts[0][1].shape[1:]), parts[0][1].dtype)
-    row = 0
-    for px, py in parts:
-        k = len(px)
-        x[row : row + k] = px
-        if y is not None:
-            if py.shape[1:] != y.shape[1:]:
-                raise FeedError(f"label column {spec.label_col!r} changes width between batches: {y.shape[1:]} vs {py.shape[1:]}")
-            y[row : row + k] = py
-        row += k
+    x, y, _w = collect_arrays(batches, spec)
     return x, y
 
 
@@ -803,37 +788,79 @@ def class_weights_for(y: np.ndarray, class_weight: Sequence[tuple[int, float]]) 
     return table[cls]
 
 
+def column_names(spec: FeedSpec) -> list[str]:
+    """The names of :func:`batch_columns`' arrays, in order (for messages)."""
+    if not spec.structured:
+        return [spec.features_col] + ([spec.label_col] if spec.label_col is not None else [])
+    names = [c.column for c in spec.x_columns] + [c.column for c in spec.y_columns]
+    return names + (["sample weight"] if spec.weighted else [])
+
+
+def batch_columns(batch: "pa.RecordBatch", spec: FeedSpec) -> list[np.ndarray]:
+    """One Arrow record batch as the flat list of its arrays: the feature columns, the label
+    columns, then the per-sample weights (the weight column times the class weights) when the
+    spec is weighted. :func:`pack_columns` gives them the model's structure; a partition is
+    the row-wise concatenation of its batches' lists (class weights depend on a row only)."""
+    if not spec.structured:
+        x, y = _batch_to_numpy(
+            batch, spec.features_col, spec.label_col, spec.input_shape, spec.label_shape or None, spec.num_classes, spec.label_kind
+        )
+        return [x] if y is None else [x, y]
+    xs, ys, w = _structured_batch(batch, spec)
+    if spec.class_weight and ys:
+        cw = class_weights_for(ys[0], spec.class_weight)
+        w = cw if w is None else w * cw
+    return xs + ys + ([w] if w is not None else [])
+
+
+def empty_columns(spec: FeedSpec) -> list[np.ndarray]:
+    """Zero-row arrays like :func:`batch_columns`' (an empty partition)."""
+    if not spec.structured:
+        return [a for a in empty_arrays(spec) if a is not None]
+    cols = [_empty_column(c) for c in list(spec.x_columns) + list(spec.y_columns)]
+    return cols + ([np.empty(0, np.float32)] if spec.weighted else [])
+
+
+def pack_columns(cols: Sequence[np.ndarray], spec: FeedSpec) -> tuple[Any, Any, np.ndarray | None]:
+    """``(x, y, sample_weight)`` from :func:`batch_columns`-style arrays: ``x``/``y`` one array,
+    or for several inputs/outputs a list or dict of arrays in the model's order; ``y`` None
+    without labels; ``sample_weight`` None for an unweighted spec."""
+    if not spec.structured:
+        return cols[0], (cols[1] if len(cols) > 1 else None), None
+    nx, ny = len(spec.x_columns), len(spec.y_columns)
+    x = _structure(list(cols[:nx]), spec.x_columns, spec.x_struct)
+    y = _structure(list(cols[nx : nx + ny]), spec.y_columns, spec.y_struct) if ny else None
+    return x, y, (cols[nx + ny] if spec.weighted else None)
+
+
+def check_like(first: Sequence[np.ndarray], cols: Sequence[np.ndarray], spec: FeedSpec) -> None:
+    """FeedError unless a batch's arrays have the same per-row shapes and dtypes as the first's."""
+    for name, a, b in zip(column_names(spec), first, cols):
+        if a.shape[1:] != b.shape[1:] or a.dtype != b.dtype:
+            raise FeedError(f"column {name!r} changes shape between batches: {a.shape[1:]} vs {b.shape[1:]}")
+
+
+def concat_columns(parts: Sequence[Sequence[np.ndarray]], spec: FeedSpec) -> list[np.ndarray]:
+    """Batches' column lists as one list of writable arrays (one copy), checked alike."""
+    if not parts:
+        return empty_columns(spec)
+    n = sum(len(p[0]) for p in parts)
+    out = [np.empty((n, *a.shape[1:]), a.dtype) for a in parts[0]]
+    row = 0
+    for cols in parts:
+        check_like(parts[0], cols, spec)
+        k = len(cols[0])
+        for dst, src in zip(out, cols):
+            dst[row : row + k] = src
+        row += k
+    return out
+
+
 def collect_arrays(batches: Iterable["pa.RecordBatch"], spec: FeedSpec) -> tuple[Any, Any, np.ndarray | None]:
     """A whole partition as ``(x, y, sample_weight)``: ``x``/``y`` as :func:`collect_partition`
     gives them (one array, or for several inputs/outputs a list or dict of arrays in the model's
     order), and the per-sample weights (float32 ``(n,)``: the weight column times the class
-    weights), or None when the spec has neither."""
-    if not spec.structured:
-        x, y = collect_partition(batches, spec)
-        return x, y, None
-    parts = [_structured_batch(b, spec) for b in batches if b.num_rows]
-    n = sum(len(p[0][0]) for p in parts)
-    cols = list(spec.x_columns) + list(spec.y_columns)
-    if parts:
-        out = [np.empty((n, *a.shape[1:]), a.dtype) for a in parts[0][0] + parts[0][1]]
-    else:
-        out = [_empty_column(c) for c in cols]
-    w = np.empty(n, np.float32) if spec.sample_weight_col is not None else None
-    row = 0
-    for xs, ys, pw in parts:
-        k = len(xs[0])
-        for c, dst, src in zip(cols, out, xs + ys):
-            if src.shape[1:] != dst.shape[1:]:
-                raise FeedError(f"column {c.column!r} changes shape between batches: {dst.shape[1:]} vs {src.shape[1:]}")
-            dst[row : row + k] = src
-        if w is not None:
-            w[row : row + k] = pw
-        row += k
-    nx = len(spec.x_columns)
-    xs, ys = out[:nx], out[nx:]
-    if spec.class_weight and ys:
-        cw = class_weights_for(ys[0], spec.class_weight)
-        w = cw if w is None else w * cw
-    x = _structure(xs, spec.x_columns, spec.x_struct)
-    y = _structure(ys, spec.y_columns, spec.y_struct) if ys else None
-    return x, y, w
+    weights), or None when the spec has neither. Holds the partition twice while it copies:
+    training goes through :mod:`distkeras.spark.spill` instead, which keeps a budget."""
+    parts = [batch_columns(b, spec) for b in batches if b.num_rows]
+    return pack_columns(concat_columns(parts, spec), spec)

@@ -21,6 +21,7 @@ class History:
     epoch of center metrics on the validation data (epoch, samples, and each metric).
     ``workers``: one summary per worker task (a GPU run's carry ``device``: the task's GPU
     addresses, ``CUDA_VISIBLE_DEVICES`` and the devices the backend saw). ``server``: the parameter server's final stats.
+    ``validation``: the size of the validation sample behind ``epochs`` (``rows``, ``max_rows``).
     """
 
     strategy: str = ""
@@ -30,6 +31,8 @@ class History:
     workers: list[dict[str, Any]] = field(default_factory=list)
     server: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # the validation sample the epochs' metrics come from: {"rows": used, "max_rows": the cap or None}
+    validation: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +43,7 @@ class History:
             "workers": self.workers,
             "server": self.server,
             "timings": self.timings,
+            "validation": self.validation,
         }
 
     def save(self, path: str | Path) -> Path:

@@ -4,7 +4,8 @@
 and, for a classifier with several outputs, ``predicted_label`` (the arg-max);
 ``evaluate(model, df)`` returns the model's compiled metrics over the whole DataFrame,
 computed per partition on the executors and combined weighted by row count (exact for
-mean metrics such as loss and accuracy).
+mean metrics such as loss and accuracy). Neither holds a partition: both read it one Arrow
+batch at a time (``evaluate`` through a :class:`~distkeras.spark.source.StreamSource`).
 
 Several inputs and outputs: ``features_col`` (and ``label_col``) may be a list of columns in the
 model's input (output) order or a dict from input (output) name to column. A model with several
@@ -36,12 +37,21 @@ def _input_shape(model) -> tuple[int, ...]:
     return tuple(int(d) for d in model.inputs[0].shape[1:])
 
 
-def collect_numpy(df, features_col, label_col, input_shape=None, *, signature=None) -> tuple[Any, Any]:
+def collect_numpy(df, features_col, label_col, input_shape=None, *, signature=None, rows: int | None = None, seed: int = 0) -> tuple[Any, Any]:
     """Bring a (small) DataFrame to the driver as NumPy arrays, through Arrow (lists or dicts
-    of arrays for several feature/label columns, matched to ``signature``)."""
+    of arrays for several feature/label columns, matched to ``signature``). With ``rows``, a
+    uniform random sample of at most that many rows (all of them when the DataFrame has fewer):
+    the rows with the smallest ``rand(seed)``, which Spark finds with a top-k per partition
+    (``TakeOrderedAndProject``), so no more than ``rows`` rows per task and on the driver."""
     from . import feed
 
     prepared, spec = feed.prepare(df, features_col, label_col, input_shape=input_shape, signature=signature)
+    if rows is not None:
+        from pyspark.sql import functions as F
+
+        if isinstance(rows, bool) or int(rows) != rows or rows < 1:
+            raise ValueError(f"rows must be a positive int or None, got {rows!r}")
+        prepared = prepared.orderBy(F.rand(seed)).limit(int(rows))
     return feed.collect_partition(prepared.toArrow().to_batches(), spec)
 
 
@@ -141,21 +151,24 @@ def evaluate(
             df, features_col, label_col, input_shape=input_shape, signature=signature, sample_weight_col=sample_weight_col
         )
 
-    def worker_fn(worker: int, attempt: int, x, y, sample_weight=None) -> dict[str, Any]:
-        from distkeras.backends import KerasAdapter, ModelSpec, select_backend
-        from distkeras.backends.batches import num_rows
+    def worker_fn(worker: int, attempt: int, source) -> dict[str, Any]:
+        import itertools
 
-        rows = num_rows(x)
-        if rows == 0:
+        from distkeras.backends import KerasAdapter, ModelSpec, select_backend
+
+        batches = source.in_order(batch_size)  # one Arrow batch held at a time, never the partition
+        first = next(batches, None)
+        if first is None:
             return {"rows": 0, "metrics": {}}
         select_backend(backend)
         adapter = KerasAdapter.from_spec(ModelSpec.from_json(spec_json))
         adapter.set_flat(decode_vector(weights_b64))
-        return {"rows": rows, "metrics": adapter.evaluate(x, y, batch_size=batch_size, sample_weight=sample_weight)}
+        metrics = adapter.evaluate_batches(itertools.chain([first], batches))
+        return {"rows": source.rows, "metrics": metrics}
 
     # One task per existing partition (no shuffle); empty partitions report zero rows.
     n = max(1, int(prepared._jdf.rdd().getNumPartitions()))
-    summaries = tasks.run_workers(prepared, worker_fn, n, spec=feed_spec, repartition=False)
+    summaries = tasks.run_workers(prepared, worker_fn, n, spec=feed_spec, repartition=False, feed="stream")
     rows = sum(s["rows"] for s in summaries)
     if rows == 0:
         raise ValueError("evaluate() got an empty DataFrame")

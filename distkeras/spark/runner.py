@@ -81,6 +81,10 @@ class RunOptions:
     # forever. 600 s is generous for real training (workers of a barrier stage start together and
     # get equal shards); raise it for very uneven executors or data, None waits forever.
     round_timeout: float | None = 600.0
+    # Each worker's feed budget (distkeras.spark.spill): its partition stays in memory when it fits
+    # this many bytes and is spilled to the executor's local disk otherwise; "auto": half of
+    # spark.executor.pyspark.memory per concurrent task when that is set, else 512 MiB.
+    feed_memory: int | str = "auto"
     # GPUs each worker's task asks Spark for (a stage-level ResourceProfile for the training stage
     # only; see distkeras.spark.gpus). 0: no GPUs, the default resources.
     gpus_per_worker: int = 0
@@ -281,7 +285,9 @@ def run_training(
         gpus.check_gpus(spark, profile, num_workers, gpus_per_worker)
         gpus.warn_if_workers_reused(spark, gpus_per_worker)
     from .diagnose import explained
+    from .spill import resolve_budget
 
+    budget = resolve_budget(options.feed_memory, spark)
     with explained(spark):  # the feed's probe is the run's first job on the executors
         prepared, feed_spec = feed.prepare(
             df,
@@ -362,13 +368,13 @@ def run_training(
         history.timings["setup_seconds"] = time.perf_counter() - t0
         cfg = config.to_dict()
 
-        def worker_fn(worker: int, attempt: int, x, y, sample_weight: np.ndarray | None = None) -> dict:
+        def worker_fn(worker: int, attempt: int, source) -> dict:
             if not gpus_per_worker:
-                return run_worker(WorkerConfig(**cfg), worker, attempt, x, y, sample_weight)
+                return run_worker(WorkerConfig(**cfg), worker, attempt, source)
             from distkeras.spark.gpus import device_record, pin_task_gpus
 
             placement = pin_task_gpus(gpus_per_worker)  # before run_worker imports the backend
-            summary = run_worker(WorkerConfig(**cfg), worker, attempt, x, y, sample_weight)
+            summary = run_worker(WorkerConfig(**cfg), worker, attempt, source)
             summary["device"] = device_record(placement, summary.get("backend"))
             return summary
 
@@ -400,6 +406,7 @@ def run_training(
                 spec=feed_spec,
                 strategy=strategy.name,
                 repartition=options.repartition,
+                feed=budget,
                 profile=profile,
             )
         history.timings["train_seconds"] = time.perf_counter() - t1

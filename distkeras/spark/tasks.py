@@ -2,7 +2,9 @@
 
 ``run_workers(df, worker_fn, num_workers)`` prepares the feed, gives each worker one balanced
 partition, and inside each task (``mapInArrow``, barrier mode on request) materialises the
-partition as NumPy ``(x, y)`` and calls ``worker_fn(worker_id, attempt, x, y)``. The summary the
+partition as NumPy ``(x, y)`` and calls ``worker_fn(worker_id, attempt, x, y)``, or hands it over
+as a batch source (in memory or spilled to local disk within a budget, or streamed once: the
+``feed`` argument) and calls ``worker_fn(worker_id, attempt, source)``. The summary the
 worker returns travels back as one Arrow row holding JSON (no pickle on our side).
 
 Failures are loud: a worker's exception fails the Spark job and reaches the driver as
@@ -89,10 +91,11 @@ def _decode_failure(text: str) -> WorkerError | None:
 class _WorkerTask:
     """The function ``mapInArrow`` runs per partition (a class so it pickles by reference)."""
 
-    def __init__(self, worker_fn: WorkerFn, spec: FeedSpec, barrier: bool):
+    def __init__(self, worker_fn: WorkerFn, spec: FeedSpec, barrier: bool, feed: int | str | None = None):
         self.worker_fn = worker_fn
         self.spec_json = spec.to_json()  # plain data in the closure
         self.barrier = barrier
+        self.feed = feed
 
     def __call__(self, batches):
         global _current
@@ -103,11 +106,7 @@ class _WorkerTask:
         worker_id, attempt = ctx.partitionId(), ctx.attemptNumber()
         _current = TaskInfo(worker_id, attempt, ctx.taskAttemptId(), ctx.stageId(), self.barrier, ctx)
         try:
-            x, y, w = collect_arrays(batches, FeedSpec.from_json(self.spec_json))
-            if w is None:
-                summary = self.worker_fn(worker_id, attempt, x, y)
-            else:  # a weighted feed (sample_weight_col / class_weight)
-                summary = self.worker_fn(worker_id, attempt, x, y, sample_weight=w)
+            summary = self._run(worker_id, attempt, batches, FeedSpec.from_json(self.spec_json))
             if not isinstance(summary, dict):
                 raise TypeError(f"worker_fn must return a dict (a JSON-serializable summary), got {type(summary).__name__}")
             try:
@@ -127,6 +126,25 @@ class _WorkerTask:
             ],
             names=["worker_id", "attempt", "task_attempt_id", "summary"],
         )
+
+    def _run(self, worker_id: int, attempt: int, batches, spec: FeedSpec) -> dict:
+        """The worker function on the partition, as the ``feed`` mode says (see run_workers)."""
+        if self.feed is None:
+            x, y, w = collect_arrays(batches, spec)
+            if w is None:
+                return self.worker_fn(worker_id, attempt, x, y)
+            return self.worker_fn(worker_id, attempt, x, y, sample_weight=w)  # a weighted feed
+        from distkeras.spark import feed as feed_module
+        from distkeras.spark.source import StreamSource
+        from distkeras.spark.spill import open_source
+
+        if self.feed == "stream":
+            parts = (feed_module.batch_columns(b, spec) for b in batches if b.num_rows)
+            source = StreamSource(parts, lambda cols: feed_module.pack_columns(cols, spec))
+        else:
+            source = open_source(batches, spec, int(self.feed), worker_id)
+        with source:  # closing removes a spilled partition, whatever the worker did
+            return self.worker_fn(worker_id, attempt, source)
 
 
 def _spark_summary(text: str, max_lines: int = 25) -> str:
@@ -171,6 +189,7 @@ def run_workers(
     repartition: bool = True,
     strategy: str | None = None,
     slot_wait_s: float = 10.0,
+    feed: int | str | None = None,
     profile: Any = None,
 ) -> list[dict]:
     """Run ``worker_fn(worker_id, attempt, x, y) -> dict`` once per partition, ``num_workers``
@@ -185,6 +204,13 @@ def run_workers(
     ``barrier=True`` runs all workers at once (``BarrierTaskContext`` via :func:`current_task`).
     ``profile``: a ``pyspark.resource.ResourceProfile`` for this stage only (GPUs, see
     :mod:`distkeras.spark.gpus`); None: the application's default resources.
+
+    ``feed`` says how a worker gets its partition: None, as arrays (above); a budget in bytes,
+    as a :class:`~distkeras.spark.source.BatchSource`, ``worker_fn(worker_id, attempt, source)``,
+    held in memory when the partition fits the budget and spilled to the executor's local disk
+    otherwise (:mod:`distkeras.spark.spill`; released when the worker returns or raises);
+    ``"stream"``, as a :class:`~distkeras.spark.source.StreamSource` read once, in order,
+    holding one Arrow batch at a time.
 
     Raises :class:`WorkerError` when a worker fails (after Spark's retries),
     :class:`NotEnoughSlotsError` when a barrier run cannot get ``num_workers`` slots at once.
@@ -203,7 +229,9 @@ def run_workers(
         have = df._jdf.rdd().getNumPartitions()
         if have != num_workers:
             raise ValueError(f"repartition=False, but the DataFrame has {have} partitions for {num_workers} workers")
-    out = df.mapInArrow(_WorkerTask(worker_fn, spec, barrier), RESULT_SCHEMA, barrier=barrier, profile=profile)
+    if feed is not None and feed != "stream" and (isinstance(feed, bool) or not isinstance(feed, int) or feed < 1):
+        raise ValueError(f"feed must be None, 'stream' or a budget in bytes, got {feed!r}")
+    out = df.mapInArrow(_WorkerTask(worker_fn, spec, barrier, feed), RESULT_SCHEMA, barrier=barrier, profile=profile)
     try:
         table = out.toArrow()
     except Exception as exc:

@@ -61,51 +61,43 @@ def decode_vector(s: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(s), dtype=np.float32).copy()
 
 
-def epoch_order(n: int, seed: int, worker: int, epoch: int) -> np.ndarray:
-    """The shuffled sample order of one worker's epoch (deterministic)."""
-    return np.random.default_rng([seed, worker, epoch]).permutation(n)
+_END = object()
 
 
-def batch_stream(x, y, batch_size: int, epochs: int, seed: int, worker: int, sample_weight: np.ndarray | None = None):
-    """Yield (x_batch, y_batch) for every full batch of every epoch; the last partial batch
-    of an epoch is dropped so every batch has the same shape (JAX compiles once).
+def windows(stream, window: int, cap: int | None = None):
+    """Group a batch stream into windows of ``window`` batches (the last may be shorter). Each
+    window comes as an iterator of *parts*, ``(xs, ys)`` or ``(xs, ys, ws)`` lists of at most
+    ``cap`` batches (None: the whole window is one part), taken from the stream as they are
+    trained, so that a spilled feed never holds more than ``cap`` batches (see
+    :meth:`distkeras.spark.source.BatchSource.max_window`). What a window's consumer leaves
+    is skipped when the next window is asked for."""
+    stream = iter(stream)
+    step = window if cap is None else max(1, min(window, cap))
 
-    ``x``/``y`` may be lists or dicts of arrays (several inputs/outputs); with
-    ``sample_weight`` the batches are (x_batch, y_batch, w_batch). Every array is indexed with
-    the same permutation, so rows stay together."""
-    from distkeras.backends.batches import map_structure, num_rows
+    def parts(head):
+        got, left = [head], window - 1
+        while True:
+            while len(got) < step and left > 0:
+                batch = next(stream, _END)
+                if batch is _END:
+                    left = 0
+                    break
+                got.append(batch)
+                left -= 1
+            if got:
+                yield tuple(list(items) for items in zip(*got))
+            if left == 0:
+                return
+            got = []
 
-    n = num_rows(x)
-    per_epoch = n // batch_size
-    plain = isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and sample_weight is None
-    for epoch in range(epochs):
-        order = epoch_order(n, seed, worker, epoch)
-        for b in range(per_epoch):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            if plain:
-                yield x[idx], y[idx]
-                continue
-            take = lambda a: a[idx]  # noqa: E731
-            if sample_weight is None:
-                yield map_structure(take, x), map_structure(take, y)
-            else:
-                yield map_structure(take, x), map_structure(take, y), sample_weight[idx]
-
-
-def windows(stream, window: int):
-    """Group a batch stream into lists of ``window`` batches (the last may be shorter): yields
-    ``(xs, ys)``, or ``(xs, ys, ws)`` for a stream of weighted batches."""
-    group: list[list] | None = None
-    for batch in stream:
-        if group is None:
-            group = [[] for _ in batch]
-        for part, item in zip(group, batch):
-            part.append(item)
-        if len(group[0]) == window:
-            yield tuple(group)
-            group = [[] for _ in batch]
-    if group and group[0]:
-        yield tuple(group)
+    while True:
+        head = next(stream, _END)
+        if head is _END:
+            return
+        current = parts(head)
+        yield current
+        for _rest in current:
+            pass
 
 
 #: Adapters built in this Python worker process, by (backend, model spec JSON), most recent last.
@@ -159,41 +151,51 @@ def cached_adapter(spec):
     return adapter
 
 
-def train_window(adapter, xs, ys, full: int, ws=None) -> dict[str, float]:
-    """Train one window. A window shorter than ``full`` (a run's last) runs as one-step windows:
-    JAX compiles the fast path once per window length, and length 1 serves every remainder
-    (and every strategy) instead of compiling once more for each run's odd last window.
-    ``ws``: the batches' sample weights, or None."""
-    if len(xs) == full or len(xs) == 1:
-        return adapter.train_window(xs, ys) if ws is None else adapter.train_window(xs, ys, ws)
+def train_window(adapter, parts, full: int, cap: int | None = None) -> tuple[dict[str, float], int]:
+    """Train one window, given as parts (see :func:`windows`); returns its metrics (the mean
+    over its steps) and its number of batches. JAX compiles the fast path once per window
+    length, so a part runs as one window when its length is a regular one (the part size
+    ``min(full, cap)``, the tail ``full % part size`` of a full window, or 1), and as one-step
+    windows otherwise (a run's odd last window), instead of compiling once more for it."""
+    step = full if cap is None else max(1, min(full, cap))
+    regular = {step, full % step, 1}
+    logs_list: list[tuple[dict[str, float], int]] = []
+    for xs, ys, *ws in parts:
+        if len(xs) in regular:
+            logs_list.append((adapter.train_window(xs, ys, *ws), len(xs)))
+            continue
+        for i, (xb, yb) in enumerate(zip(xs, ys)):  # equal batch sizes: the window's mean is the mean of the steps
+            logs_list.append((adapter.train_window([xb], [yb]) if not ws else adapter.train_window([xb], [yb], [ws[0][i]]), 1))
+    batches = sum(k for _, k in logs_list)
+    if len(logs_list) == 1:
+        return logs_list[0][0], batches
     totals: dict[str, float] = {}
-    for i, (xb, yb) in enumerate(zip(xs, ys)):  # equal batch sizes: the window's mean is the mean of the steps
-        logs = adapter.train_window([xb], [yb]) if ws is None else adapter.train_window([xb], [yb], [ws[i]])
+    for logs, k in logs_list:
         for key, value in logs.items():
-            totals[key] = totals.get(key, 0.0) + value
-    return {key: value / len(xs) for key, value in totals.items()}
+            totals[key] = totals.get(key, 0.0) + value * k
+    return {key: value / batches for key, value in totals.items()}, batches
 
 
 class AdapterWindows:
     """The worker loop's "train a window" on Spark: set the loop's weights into the Keras
-    adapter, train the window (:func:`train_window`, windows of ``full`` batches) and read the
-    weights back. ``keep_weights``: also keep every window's weights (``weights_b64``, for the
-    per-epoch records of strategies without a server)."""
+    adapter, train the window (:func:`train_window`: windows of ``full`` batches, given as
+    parts of at most ``cap`` batches by :func:`windows`) and read the weights back.
+    ``keep_weights``: also keep every window's weights (``weights_b64``, for the per-epoch
+    records of strategies without a server)."""
 
-    def __init__(self, adapter, full: int, batch_size: int, keep_weights: bool = False):
-        self.adapter, self.full, self.batch_size, self.keep_weights = adapter, int(full), int(batch_size), keep_weights
+    def __init__(self, adapter, full: int, batch_size: int, keep_weights: bool = False, cap: int | None = None):
+        self.adapter, self.full, self.batch_size, self.keep_weights, self.cap = adapter, int(full), int(batch_size), keep_weights, cap
         self.weights_b64: list[str] = []
         self._last: np.ndarray | None = None  # the weights the adapter returned last (and still holds)
 
     def __call__(self, weights: np.ndarray, window) -> WindowResult:
-        xs, ys, *ws = window
         if weights is not self._last:
             self.adapter.set_flat(weights)
-        metrics = train_window(self.adapter, xs, ys, self.full, *ws)
+        metrics, trained = train_window(self.adapter, window, self.full, self.cap)
         self._last = self.adapter.get_flat()
         if self.keep_weights:
             self.weights_b64.append(encode_vector(self._last))
-        return WindowResult(self._last, len(xs) * self.batch_size, metrics)
+        return WindowResult(self._last, trained * self.batch_size, metrics)
 
 
 def exchange(strategy, client, wstate, local: np.ndarray, pulled: np.ndarray, samples: int):
@@ -240,18 +242,16 @@ def fencing_attempt(attempt: int) -> int:
     return int(task.task_attempt_id) if task is not None else int(attempt)
 
 
-def run_worker(config: WorkerConfig, worker: int, attempt: int, x, y, sample_weight: np.ndarray | None = None) -> dict[str, Any]:
-    """Train on (x, y) under the configured strategy; return a JSON-able summary. ``x``/``y``
-    may be lists or dicts of arrays (several inputs/outputs); ``sample_weight``: per-sample
-    weights (the feed's weight column times the class weights) or None. ``attempt`` is Spark's
-    attempt number (reported); the server fences by :func:`fencing_attempt`."""
+def run_worker(config: WorkerConfig, worker: int, attempt: int, source) -> dict[str, Any]:
+    """Train on ``source`` (a :class:`distkeras.spark.source.BatchSource`: the partition in
+    memory or spilled to disk; ``ArraySource.of(x, y, sample_weight)`` for arrays) under the
+    configured strategy; return a JSON-able summary. ``attempt`` is Spark's attempt number
+    (reported); the server fences by :func:`fencing_attempt`."""
     started_at = time.time()  # wall clock, to line up with the driver's (same clock in local mode)
     t_start = time.perf_counter()
     adapter, strategy = build_adapter(config)
     t_built = time.perf_counter()
-    from distkeras.backends.batches import num_rows
-
-    n = num_rows(x)
+    n = source.rows
     if n < config.batch_size:
         raise ValueError(
             f"worker {worker} has {n} rows, fewer than one batch of {config.batch_size}; "
@@ -269,13 +269,15 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x, y, sample_wei
         "rows": n,
         "batches_per_epoch": batches_per_epoch,
         "build_seconds": t_built - t_start,  # Keras import (first task of a Python worker) + model
+        "feed": source.describe(),
     }
-    stream = batch_stream(x, y, config.batch_size, config.epochs, config.seed, worker, sample_weight)
+    stream = source.batches(config.batch_size, config.epochs, config.seed, worker)
+    cap = source.max_window(config.batch_size)  # a spilled feed: the batches held at once
     clock = lambda: time.perf_counter() - t_start  # noqa: E731
 
     if not strategy.exchanges:
-        train = AdapterWindows(adapter, batches_per_epoch, config.batch_size, keep_weights=config.epoch_weights)
-        loop = worker_loop.worker_loop(strategy, windows(stream, batches_per_epoch), start=decode_vector(config.initial_b64), clock=clock)
+        train = AdapterWindows(adapter, batches_per_epoch, config.batch_size, keep_weights=config.epoch_weights, cap=cap)
+        loop = worker_loop.worker_loop(strategy, windows(stream, batches_per_epoch, cap), start=decode_vector(config.initial_b64), clock=clock)
         result = run_loop(loop, None, train)
         summary.update(final_b64=encode_vector(result.weights), history=result.history)
         if config.epoch_weights:
@@ -296,10 +298,10 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, x, y, sample_wei
         timeout=config.request_timeout,
     )
     summary["connect_seconds"] = time.perf_counter() - t_built
-    train = AdapterWindows(adapter, window, config.batch_size)
+    train = AdapterWindows(adapter, window, config.batch_size, cap=cap)
     try:
         # a rejected commit raises out of the loop and fails the task (see distkeras.core.worker_loop)
-        result = run_loop(worker_loop.worker_loop(strategy, windows(stream, window), clock=clock), client, train)
+        result = run_loop(worker_loop.worker_loop(strategy, windows(stream, window, cap), clock=clock), client, train)
     finally:
         client.close()
     summary.update(history=result.history, seconds=time.perf_counter() - t_start, stopped=result.stopped)

@@ -240,6 +240,10 @@ def test_make_trainer_maps_generic_options(mlp):
         impl.make_trainer("adag", mlp, loss="mse", rho=2.0)
     with pytest.raises(ValueError, match=r"unknown strategy 'nope'; choose one of \["):
         impl.make_trainer("nope", mlp)
+    assert impl.make_trainer("single", mlp, loss="mse", feed_memory="256MB").feed_memory == 256 * 10**6
+    assert impl.make_trainer("adag", mlp, loss="mse")._options().feed_memory == "auto"
+    with pytest.raises(ValueError, match="feed_memory must be at least 65536 bytes"):
+        impl.DOWNPOUR(mlp, "adam", "mse", feed_memory=1000)
 
 
 # --- the README --------------------------------------------------------------------------------

@@ -91,3 +91,13 @@ def test_a_command_module_deleted_from_a_checkout_stops_the_cli(tmp_path):
     assert out.returncode == 1, (out.stdout, out.stderr)
     assert "distkeras.frontends.commands.predict" in out.stderr and "No module named" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_train_takes_a_feed_memory_size_and_a_validation_sample(capsys):
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "--feed-memory", "2GiB", "--validation-rows", "500"])
+    assert args.feed_memory == 2 * 2**30 and args.validation_rows == 500
+    assert parser.parse_args(["train"]).feed_memory == "auto"
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["train", "--feed-memory", "lots"])
+    assert info.value.code == 2 and "feed_memory must be a size in bytes" in capsys.readouterr().err

@@ -33,6 +33,12 @@ def test_params_and_converters(keras):
     assert est.getMetrics() == ["accuracy", "mae"]
     assert est.getStrategyParams() == {"window": 4} and est.getNumWorkers() == 3
     assert est.getLoss() == "sparse_categorical_crossentropy" and est.getStrategy() == "adag"
+    assert est.getFeedMemory() == "auto" and est.getValidationRows() == 10_000
+    est.setParams(feedMemory="512MiB", validationRows=0)
+    assert est.getFeedMemory() == 512 * 2**20 and est.getValidationRows() is None
+    assert est._trainer(None).feed_memory == 512 * 2**20
+    with pytest.raises(ValueError, match="feed_memory must be a size"):
+        est.setParams(feedMemory="a lot").getFeedMemory()
     est.setParams(metrics=["accuracy"], strategy="downpour")
     assert est.getMetrics() == ["accuracy"] and est.getStrategy() == "downpour"
     with pytest.raises(TypeError, match="strategyParams must be a JSON object"):

@@ -64,12 +64,12 @@ class _FailingClient:
             raise RuntimeError(f"the zombie attempt did not connect: {line!r}")
 
 
-def run_worker_failing_once(config, worker, attempt, x, y, sample_weight=None):
+def run_worker_failing_once(config, worker, attempt, source):
     """Worker ``FAILING_WORKER``'s first attempt fails after some acknowledged commits, leaving a
     zombie connection behind; its retry trains normally, then waits (at most 60 s) until the
     server has refused the zombie's late commit, so that the test can count on it."""
     if worker != FAILING_WORKER:
-        return W.run_worker(config, worker, attempt, x, y, sample_weight)
+        return W.run_worker(config, worker, attempt, source)
     if attempt == 0:
         real_connect = ps_client.connect
 
@@ -78,10 +78,10 @@ def run_worker_failing_once(config, worker, attempt, x, y, sample_weight=None):
 
         ps_client.connect = connect  # run_worker imports connect from the module when it runs
         try:
-            return W.run_worker(config, worker, attempt, x, y, sample_weight)
+            return W.run_worker(config, worker, attempt, source)
         finally:
             ps_client.connect = real_connect
-    summary = W.run_worker(config, worker, attempt, x, y, sample_weight)
+    summary = W.run_worker(config, worker, attempt, source)
     client = ps_client.connect(config.ps_addresses, base64.b64decode(config.secret_b64), worker, summary["fencing_attempt"])
     try:
         deadline = time.monotonic() + 60
@@ -92,8 +92,8 @@ def run_worker_failing_once(config, worker, attempt, x, y, sample_weight=None):
     return summary
 
 
-def run_worker_raising(config, worker, attempt, x, y, sample_weight=None):
+def run_worker_raising(config, worker, attempt, source):
     """Worker 2 fails every attempt with an error of its own."""
     if worker == 2:
-        raise ValueError(f"worker {worker} found a corrupt shard of {len(x)} rows (injected)")
-    return W.run_worker(config, worker, attempt, x, y, sample_weight)
+        raise ValueError(f"worker {worker} found a corrupt shard of {source.rows} rows (injected)")
+    return W.run_worker(config, worker, attempt, source)

@@ -103,6 +103,7 @@ def test_a_rejected_commit_fails_the_worker_naming_the_reason(name):
     from distkeras.core.strategies import get_strategy
     from distkeras.data import load_digits
     from distkeras.ps import ParameterServerService, PSCommitRejected
+    from distkeras.spark.source import ArraySource
     from distkeras.spark.worker import WorkerConfig, encode_vector, run_worker
 
     x, y = load_digits("train")
@@ -117,7 +118,7 @@ def test_a_rejected_commit_fails_the_worker_naming_the_reason(name):
             ps_addresses=f"{host}:{port}", secret_b64=base64.b64encode(SECRET).decode(), initial_b64=encode_vector(spec.weights),
         )
         with pytest.raises(PSCommitRejected, match=r"commit 0 of worker 0 rejected: the update contains NaN or Inf values; the center is unchanged") as e:
-            run_worker(config, 0, 0, x, y)
+            run_worker(config, 0, 0, ArraySource.of(x, y))
         stats = svc.stats()
         np.testing.assert_array_equal(svc.center(), spec.weights)
     assert isinstance(e.value, CommitRejected) and e.value.reason == "non_finite"
@@ -139,8 +140,8 @@ def test_cached_adapter_restarts_runs_like_a_fresh_model():
 
     def run(adapter):
         adapter.set_flat(start)
-        m1 = train_window(adapter, xs, ys, 12)
-        m2 = train_window(adapter, xs, ys, 12)
+        m1, _ = train_window(adapter, [(xs, ys)], 12)
+        m2, _ = train_window(adapter, [(xs, ys)], 12)
         return adapter.get_flat(), m1, m2
 
     first = cached_adapter(spec)
@@ -155,7 +156,8 @@ def test_cached_adapter_restarts_runs_like_a_fresh_model():
     # a short last window (5 of 12 batches) runs as one-step windows: same steps as one window
     short = cached_adapter(spec)
     short.set_flat(start)
-    m_short = train_window(short, xs[:5], ys[:5], 12)
+    m_short, trained = train_window(short, [(xs[:5], ys[:5])], 12)
+    assert trained == 5
     v_short = short.get_flat()
     fresh = KerasAdapter.from_spec(spec.with_weights(start))
     m_one = fresh.train_window(xs[:5], ys[:5])
@@ -192,14 +194,14 @@ def _run_without_spark(monkeypatch, services: list, strategy: str, worker_fn_bod
     real_serve = ps.serve
     monkeypatch.setattr(ps, "serve", lambda *a, **k: services.append(real_serve(*a, **k)) or services[-1])
     monkeypatch.setattr(feed, "prepare", lambda df, *a, **k: (_FakeFrame(), None))
-    monkeypatch.setattr(runner, "run_worker", lambda config, w, a, x, y, *rest: worker_fn_body(config, w, a))
+    monkeypatch.setattr(runner, "run_worker", lambda config, w, a, source: worker_fn_body(config, w, a))
 
     def run_workers(df, worker_fn, num_workers, **kwargs):
         outs = [{} for _ in range(num_workers)]
 
         def one(w):
             try:
-                outs[w]["summary"] = worker_fn(w, 0, None, None)
+                outs[w]["summary"] = worker_fn(w, 0, None)
             except Exception as exc:
                 outs[w]["error"] = WorkerError(w, 0, type(exc).__qualname__, str(exc), "")
 

@@ -31,6 +31,15 @@ def _parse_value(text: str):
         return text
 
 
+def _feed_memory(text: str):
+    from distkeras.spark.spill import parse_feed_memory
+
+    try:
+        return parse_feed_memory(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def register(subparsers) -> None:
     from distkeras.frontends import main_job as job
 
@@ -86,6 +95,21 @@ def register(subparsers) -> None:
         "(keras EarlyStopping on val_loss with restore_best_weights)",
     )
     p.add_argument(
+        "--feed-memory",
+        type=_feed_memory,
+        default="auto",
+        metavar="SIZE",
+        help="each worker's data budget: a partition that fits stays in memory, a larger one is spilled to the executor's "
+        "local disk (e.g. 256MB, 2GiB; auto: half of spark.executor.pyspark.memory per task when set, else 512 MiB)",
+    )
+    p.add_argument(
+        "--validation-rows",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="the per-epoch test metrics use a uniform random sample of at most N rows of the test split, evaluated on the driver (0: every row)",
+    )
+    p.add_argument(
         "--gpus-per-worker",
         type=int,
         default=0,
@@ -130,6 +154,8 @@ def run_train(args) -> int:
         ps_bind=args.ps_bind,
         ps_tls=args.ps_tls,
         early_stopping=args.early_stopping,
+        feed_memory=args.feed_memory,
+        validation_rows=args.validation_rows if args.validation_rows > 0 else None,
         gpus_per_worker=args.gpus_per_worker,
         params={k: _parse_value(v) for k, v in args.param},
         conf=dict(args.conf),
