@@ -247,7 +247,9 @@ def started_here(spark: "SparkSession") -> bool:
     """True when ``spark`` was started by :func:`get_or_create_session` (so distkeras may stop
     it); a user's own session is never ours to stop."""
     try:
-        return spark.sparkContext.applicationId in _started
+        from .compat import app_id
+
+        return app_id(spark) in _started  # never a Spark Connect session: distkeras starts none
     except Exception:
         return False
 

@@ -69,7 +69,7 @@ def test_classic_sessions_read_the_same(spark):
 @pytest.mark.slow
 def test_training_inference_and_estimator_through_spark_connect():
     pytest.importorskip("google.rpc", reason="Spark Connect needs pyspark[connect]: pip install 'distkeras[spark]'")
-    out = run_json_script(Path(__file__).with_name("_connect_job.py"), env=child_env(SPARK_TESTING="1"), timeout=900)
+    out = run_json_script(Path(__file__).with_name("_connect_job.py"), env=child_env(SPARK_TESTING="1"), timeout=1800)
     print("\nSpark Connect facts:", json.dumps(out))
     assert out["is_connect"] and out["master"] == "local[2]" and out["server_is_local"] and out["slots"] == 2
     assert out["partitions"] == [3, 4]
