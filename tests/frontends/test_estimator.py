@@ -198,9 +198,13 @@ def test_several_columns_weights_and_persistence(spark, keras, tmp_path):
     assert out.column_names == ["top", "bottom", "label", "prediction", "predicted_label"]
     np.testing.assert_allclose(np.asarray(out.column("prediction").to_pylist(), np.float32), want, atol=1e-5)
     fitted.model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    metrics = fitted.evaluate(test_df)  # weighted by weightCol: the digit 7 does not count
-    keep = data.y_test != ZERO_WEIGHT_CLASS
-    assert metrics["accuracy"] == pytest.approx(float((pred == data.y_test)[keep].mean()), abs=1e-4)
+    metrics = fitted.evaluate(test_df)  # rows weighted by weightCol, as model.evaluate(sample_weight=)
+    w = np.where(data.y_test == ZERO_WEIGHT_CLASS, 0.0, 1.0)
+    want_metrics = fitted.model.evaluate([x_test[:, :32], x_test[:, 32:]], data.y_test, sample_weight=w, verbose=0, return_dict=True)
+    unweighted = fitted.model.evaluate([x_test[:, :32], x_test[:, 32:]], data.y_test, verbose=0, return_dict=True)
+    assert metrics["loss"] == pytest.approx(float(want_metrics["loss"]), rel=1e-4)
+    assert abs(float(want_metrics["loss"]) - float(unweighted["loss"])) > 1e-3  # the weights mattered
+    assert metrics["accuracy"] == pytest.approx(float(want_metrics["accuracy"]), abs=1e-4)
 
     fitted.write().overwrite().save(str(tmp_path / "model"))
     loaded = KerasModel.load(str(tmp_path / "model"))

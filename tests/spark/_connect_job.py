@@ -43,11 +43,12 @@ def _session():
 
 def _compat(spark, facts):
     from distkeras.spark import compat
+    from distkeras.spark.session import task_slots
 
     facts["is_connect"] = compat.is_connect(spark)
     facts["master"] = compat.master(spark)
     facts["server_is_local"] = compat.server_is_local(spark)
-    facts["slots"] = __import__("distkeras.spark.session", fromlist=["task_slots"]).task_slots(spark)
+    facts["slots"] = task_slots(spark)
     # two rows in four partitions: two of them empty, and still counted
     facts["partitions"] = [compat.num_partitions(spark.range(30).repartition(3)), compat.num_partitions(spark.range(2).repartition(4))]
 
@@ -95,8 +96,6 @@ def _inference(spark, test_df, data, facts):
 
 
 def _estimator(spark, train_df, test_df, data, facts):
-    from pyspark.ml import PipelineModel
-
     from distkeras.frontends.estimator import KerasEstimator, KerasModel
     from tests.training import accuracy, make_mlp, mlp_probs
 
@@ -127,7 +126,6 @@ def _estimator(spark, train_df, test_df, data, facts):
         again = np.asarray(loaded.transform(test_df).toArrow().column("prediction").to_pylist(), np.float32)
         facts["estimator"]["reloaded_max_abs_diff"] = float(np.abs(again - got).max())
         facts["estimator"]["reloaded_class"] = type(loaded).__name__
-    del PipelineModel
 
 
 def _worker_error(spark, facts):
