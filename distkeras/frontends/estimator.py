@@ -751,7 +751,8 @@ class KerasModel(Model, _KerasModelParams, MLReadable, MLWritable):
 
     def evaluate(self, dataset) -> dict[str, float]:
         """The model's compiled metrics (loss included) over ``dataset``, computed on the executors
-        (rows weighted by ``weightCol`` when set)."""
+        (``weightCol``, when set, is ``model.evaluate``'s ``sample_weight``: it weights the loss
+        and weighted metrics)."""
         from distkeras.spark.inference import evaluate
 
         return evaluate(
