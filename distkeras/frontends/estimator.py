@@ -16,6 +16,11 @@ strategy) and :class:`KerasModel` (``transform`` adds its predictions, through A
     fitted.write().overwrite().save(path)    # PipelineModel.load(path) gives the same predictions
     out = fitted.transform(test_df)          # + prediction (array<float>), predicted_label (long)
 
+A model with several inputs (outputs) reads ``featuresCols`` (``labelCols``): a list of columns in
+the model's input (output) order, given instead of ``featuresCol`` (``labelCol``). ``weightCol``
+(per-row sample weights) and ``classWeight`` (``{class index: weight}``) weight the samples as
+``model.fit`` does.
+
 The features column may be an ML Vector (VectorAssembler, StandardScaler) or a numeric array;
 labels an integer or an integral double (StringIndexer) class index, a one-hot array/Vector, or a
 float target. ``transform`` keeps every column and adds ``predictionCol`` (the model's outputs,
@@ -60,7 +65,7 @@ import numpy as np
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.param.shared import HasFeaturesCol, HasLabelCol, HasPredictionCol
+from pyspark.ml.param.shared import HasFeaturesCol, HasLabelCol, HasPredictionCol, HasWeightCol
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 
 from distkeras import storage
@@ -124,19 +129,39 @@ def _to_metrics(value: Any) -> str:
     return _keras_json(list(value), "metrics")
 
 
-def _to_strategy_params(value: Any) -> str:
+def _json_object(value: Any, what: str, example: str) -> dict:
+    """``value`` (a dict, or the JSON text of an object; None: empty) as a dict."""
     if value is None:
-        return "{}"
+        return {}
     if isinstance(value, dict):
         data = value
     else:
         try:
             data = json.loads(TypeConverters.toString(value))
         except ValueError as exc:
-            raise TypeError(f"strategyParams must be a JSON object, e.g. '{{\"window\": 12}}': {exc}") from None
+            raise TypeError(f"{what} must be a JSON object, e.g. '{example}': {exc}") from None
     if not isinstance(data, dict):
-        raise TypeError(f"strategyParams must be a JSON object, got {type(data).__name__}")
-    return json.dumps(data, sort_keys=True, allow_nan=False)
+        raise TypeError(f"{what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _to_strategy_params(value: Any) -> str:
+    return json.dumps(_json_object(value, "strategyParams", '{"window": 12}'), sort_keys=True, allow_nan=False)
+
+
+def _to_class_weight(value: Any) -> str:
+    """A JSON object from class index to weight: ``{0: 1.0, 3: 5.0}`` -> ``'{"0": 1.0, "3": 5.0}'``."""
+    data = _json_object(value, "classWeight (class index -> weight)", '{"0": 1.0, "3": 5.0}')
+    out = {}
+    for key, weight in data.items():
+        try:
+            index, w = int(key), float(weight)
+        except (TypeError, ValueError):
+            raise TypeError(f"classWeight: {key!r}: {weight!r} is not a class index and a weight") from None
+        if index < 0 or not np.isfinite(w) or w < 0:
+            raise TypeError(f"classWeight: class {key!r} must be an index >= 0 with a finite weight >= 0, got {weight!r}")
+        out[str(index)] = w
+    return json.dumps(out, sort_keys=True)
 
 
 def _to_callbacks(value: Any) -> str:
@@ -154,8 +179,26 @@ def _decode(text: str) -> Any:
 # --- params ----------------------------------------------------------------------------------
 
 
-class _KerasModelParams(HasFeaturesCol, HasLabelCol, HasPredictionCol):
-    """Params shared by the estimator and the model."""
+class _KerasModelParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasWeightCol):
+    """Params shared by the estimator and the model.
+
+    A model with several inputs (outputs) takes its columns from ``featuresCols`` (``labelCols``),
+    a list in the model's input (output) order, instead of ``featuresCol`` (``labelCol``);
+    setting both of a pair is an error. ``weightCol``: per-row sample weights ('' for none).
+    """
+
+    featuresCols = Param(
+        Params._dummy(),
+        "featuresCols",
+        "features columns of a model with several inputs, in the model's input order (instead of featuresCol)",
+        typeConverter=TypeConverters.toListString,
+    )
+    labelCols = Param(
+        Params._dummy(),
+        "labelCols",
+        "label columns of a model with several outputs, in the model's output order (instead of labelCol)",
+        typeConverter=TypeConverters.toListString,
+    )
 
     predictedLabelCol = Param(
         Params._dummy(),
@@ -173,7 +216,33 @@ class _KerasModelParams(HasFeaturesCol, HasLabelCol, HasPredictionCol):
 
     def __init__(self, *args):
         super().__init__(*args)
-        self._setDefault(predictedLabelCol="predicted_label", predictBatchSize=256, backend="")
+        self._setDefault(predictedLabelCol="predicted_label", predictBatchSize=256, backend="", featuresCols=[], labelCols=[], weightCol="")
+
+    def getFeaturesCols(self) -> list[str]:
+        return list(self.getOrDefault(self.featuresCols) or [])
+
+    def getLabelCols(self) -> list[str]:
+        return list(self.getOrDefault(self.labelCols) or [])
+
+    def _columns(self, single: Param, several: Param) -> "str | list[str]":
+        """``several``'s list when given (one name counts as a plain column), else ``single``."""
+        cols = list(self.getOrDefault(several) or [])
+        if not cols:
+            return self.getOrDefault(single)
+        if self.isSet(single):
+            raise ValueError(f"set {single.name} (one column) or {several.name} (several columns), not both")
+        return cols[0] if len(cols) == 1 else cols
+
+    def _features(self) -> "str | list[str]":
+        """The features column, or the list of them for a model with several inputs."""
+        return self._columns(self.featuresCol, self.featuresCols)
+
+    def _labels(self) -> "str | list[str]":
+        """The label column, or the list of them for a model with several outputs."""
+        return self._columns(self.labelCol, self.labelCols)
+
+    def _weight_col(self) -> str | None:
+        return self.getOrDefault(self.weightCol) or None
 
     def getPredictedLabelCol(self) -> str:
         return self.getOrDefault(self.predictedLabelCol)
@@ -221,6 +290,12 @@ class _KerasEstimatorParams(_KerasModelParams):
         "Keras callbacks run on the driver: a JSON list of {class_name, config} of built-in keras.callbacks",
         typeConverter=_to_callbacks,
     )
+    classWeight = Param(
+        Params._dummy(),
+        "classWeight",
+        "JSON object from class index to a weight of its samples' loss, as model.fit's class_weight ('{}' for none)",
+        typeConverter=_to_class_weight,
+    )
     validationFraction = Param(
         Params._dummy(),
         "validationFraction",
@@ -267,11 +342,15 @@ class _KerasEstimatorParams(_KerasModelParams):
             psBind="",
             psTls="auto",
             callbacks="[]",
+            classWeight="{}",
             validationFraction=0.0,
             validationRows=10_000,
             feedMemory="auto",
             gpusPerWorker=0,
         )
+
+    def getClassWeight(self) -> dict[int, float]:
+        return {int(k): float(v) for k, v in json.loads(self.getOrDefault(self.classWeight) or "{}").items()}
 
     def getCallbacks(self) -> list:
         """New ``keras.callbacks`` objects built from the param (a fresh set for every fit)."""
@@ -356,13 +435,19 @@ class _KerasEstimatorParams(_KerasModelParams):
 
 
 def _stage_url(spark, path: str) -> str:
-    """``path`` qualified by Hadoop (as Spark resolves the metadata next to it), as an fsspec URL."""
+    """``path`` qualified by Hadoop (as Spark resolves the metadata next to it), as an fsspec URL.
+    A Spark Connect client has no Hadoop here: ``path`` is used as given (the metadata goes
+    where the server resolves it; give an absolute path or URL both sides reach)."""
+    from distkeras.spark.compat import is_connect
+
+    if is_connect(spark):
+        return normalize_url(path)
     try:
         sc = spark.sparkContext
         jpath = sc._jvm.org.apache.hadoop.fs.Path(path)
         fs = jpath.getFileSystem(sc._jsc.hadoopConfiguration())
         path = fs.makeQualified(jpath).toString()
-    except Exception:  # Spark Connect (no JVM here) or an unusual path: use it as given
+    except Exception:  # an unusual path: use it as given
         pass
     return normalize_url(path)
 
@@ -389,6 +474,19 @@ class _StageWriter(MLWriter):
     def __init__(self, instance):
         super().__init__()
         self.instance = instance
+
+    def _handleOverwrite(self, path: str) -> None:
+        """``write().overwrite()``: Spark's own removal goes through the JVM, which a Spark Connect
+        client does not have; there the stage folder is removed through fsspec (the path as
+        given, which under Connect must name the same place for the server and this client)."""
+        from distkeras.spark.compat import is_connect
+
+        if not is_connect(self.sparkSession):
+            super()._handleOverwrite(path)
+            return
+        fs, where = storage.filesystem(normalize_url(path), what="stage folder", error=ModelIOError)
+        if fs.exists(where):
+            fs.rm(where, recursive=True)
 
 
 class _StageReader(MLReader):
@@ -426,6 +524,10 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
         model=None,
         featuresCol: str = "features",
         labelCol: str = "label",
+        featuresCols: list[str] | None = None,
+        labelCols: list[str] | None = None,
+        weightCol: str = "",
+        classWeight: Any = "{}",
         predictionCol: str = "prediction",
         predictedLabelCol: str = "predicted_label",
         strategy: str = "adag",
@@ -524,8 +626,10 @@ class KerasEstimator(Estimator, _KerasEstimatorParams, MLReadable, MLWritable):
             metrics=self.getMetrics() or None,
             num_workers=self.getNumWorkers(),
             batch_size=self.getBatchSize(),
-            features_col=self.getFeaturesCol(),
-            label_col=self.getLabelCol(),
+            features_col=self._features(),
+            label_col=self._labels(),
+            sample_weight_col=self._weight_col(),
+            class_weight=self.getClassWeight() or None,
             num_epoch=self.getNumEpochs(),
             backend=self._backend(),
             codec=self.getCodec(),
@@ -609,6 +713,9 @@ class KerasModel(Model, _KerasModelParams, MLReadable, MLWritable):
         model=None,
         featuresCol: str = "features",
         labelCol: str = "label",
+        featuresCols: list[str] | None = None,
+        labelCols: list[str] | None = None,
+        weightCol: str = "",
         predictionCol: str = "prediction",
         predictedLabelCol: str = "predicted_label",
         predictBatchSize: int = 256,
@@ -630,6 +737,9 @@ class KerasModel(Model, _KerasModelParams, MLReadable, MLWritable):
 
     def setFeaturesCol(self, value: str) -> "KerasModel":
         return self._set(featuresCol=value)
+
+    def setFeaturesCols(self, value: list[str]) -> "KerasModel":
+        return self._set(featuresCols=value)
 
     def setPredictionCol(self, value: str) -> "KerasModel":
         return self._set(predictionCol=value)
@@ -659,7 +769,7 @@ class KerasModel(Model, _KerasModelParams, MLReadable, MLWritable):
         out = predict(
             self._need_model(),
             dataset,
-            features_col=self.getFeaturesCol(),
+            features_col=self._features(),
             output_col=self.getPredictionCol(),
             batch_size=self.getPredictBatchSize(),
             backend=self._backend(),
@@ -671,11 +781,19 @@ class KerasModel(Model, _KerasModelParams, MLReadable, MLWritable):
         return out
 
     def evaluate(self, dataset) -> dict[str, float]:
-        """The model's compiled metrics (loss included) over ``dataset``, computed on the executors."""
+        """The model's compiled metrics (loss included) over ``dataset``, computed on the executors
+        (``weightCol``, when set, is ``model.evaluate``'s ``sample_weight``: it weights the loss
+        and weighted metrics)."""
         from distkeras.spark.inference import evaluate
 
         return evaluate(
-            self._need_model(), dataset, self.getFeaturesCol(), self.getLabelCol(), batch_size=self.getPredictBatchSize(), backend=self._backend()
+            self._need_model(),
+            dataset,
+            self._features(),
+            self._labels(),
+            batch_size=self.getPredictBatchSize(),
+            backend=self._backend(),
+            sample_weight_col=self._weight_col(),
         )
 
     # -- persistence ---------------------------------------------------------------------------

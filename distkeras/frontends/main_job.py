@@ -207,6 +207,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    from distkeras.spark import compat
     from distkeras.spark.session import get_or_create_session
 
     # Keras imports on the driver while the JVM starts (the driver only waits for it meanwhile);
@@ -317,7 +318,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         "files": {"model": str(model_path), "history": str(history_path), "curves": str(curves_path)},
         "gpus_per_worker": gpus_per_worker,
         "devices": {str(k): v for k, v in history.devices().items()},
-        "master": spark.sparkContext.master,
+        "master": compat.master(spark),
         "pid": os.getpid(),
     }
 

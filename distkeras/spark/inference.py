@@ -139,6 +139,7 @@ def evaluate(
     from distkeras.backends.spec import model_signature
 
     from . import feed, tasks
+    from .compat import num_partitions
 
     spec_json, weights_b64 = _shipped(model)
     signature = model_signature(model)
@@ -167,7 +168,7 @@ def evaluate(
         return {"rows": source.rows, "metrics": metrics}
 
     # One task per existing partition (no shuffle); empty partitions report zero rows.
-    n = max(1, int(prepared._jdf.rdd().getNumPartitions()))
+    n = max(1, num_partitions(prepared))
     summaries = tasks.run_workers(prepared, worker_fn, n, spec=feed_spec, repartition=False, feed="stream")
     rows = sum(s["rows"] for s in summaries)
     if rows == 0:

@@ -60,13 +60,14 @@ def warn_if_cluster_unprotected(spark: Any) -> str | None:
     """Warn (once per process, :class:`ClusterSecurityWarning`) when ``spark`` runs on a
     non-local master without Spark authentication and RPC encryption. Returns the message."""
     global _warned
+    from . import compat
+
     try:
-        sc = spark.sparkContext
-        master = str(sc.master)
-        conf = dict(sc.getConf().getAll())
-    except Exception:  # e.g. Spark Connect: no SparkContext to read; the server's settings apply
+        master = compat.master(spark)
+        conf = {key: compat.conf_get(spark, key) for key in (AUTHENTICATE, *RPC_ENCRYPTION)}
+    except Exception:  # a stopped session: the run fails on its own with a clearer error
         return None
-    message = security_warning(master, conf)
+    message = security_warning(master, {k: v for k, v in conf.items() if v is not None})
     if message is not None and not _warned:
         _warned = True
         warnings.warn(message, ClusterSecurityWarning, stacklevel=3)

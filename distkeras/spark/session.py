@@ -113,10 +113,12 @@ def active_session() -> "SparkSession | None":
     SparkSession = _import_pyspark()
     from pyspark import SparkContext
 
-    spark = SparkSession.getActiveSession()
+    from .compat import is_connect
+
+    spark = SparkSession.getActiveSession()  # a Spark Connect session when one is active
     if spark is None and SparkContext._active_spark_context is not None:
         spark = SparkSession._instantiatedSession
-    if spark is not None and spark.sparkContext._jsc is None:  # stopped
+    if spark is not None and not is_connect(spark) and spark.sparkContext._jsc is None:  # stopped
         return None
     return spark
 
@@ -213,10 +215,12 @@ def get_or_create_session(
     SparkSession = _import_pyspark()
     active = active_session()
     if active is not None:
-        running = active.sparkContext.master
+        from . import compat
+
+        running = compat.master(active)
         if master is None or master == running:
             wanted = backend
-            have = active.sparkContext.getConf().get("spark.executorEnv.KERAS_BACKEND")
+            have = compat.conf_get(active, "spark.executorEnv.KERAS_BACKEND")
             if wanted and have and have != wanted:
                 warnings.warn(
                     f"the running SparkSession gives executors KERAS_BACKEND={have!r}, not {wanted!r}; "
@@ -255,14 +259,24 @@ def started_here(spark: "SparkSession") -> bool:
     """True when ``spark`` was started by :func:`get_or_create_session` (so distkeras may stop
     it); a user's own session is never ours to stop."""
     try:
-        return spark.sparkContext.applicationId in _started
+        from .compat import app_id
+
+        return app_id(spark) in _started  # never a Spark Connect session: distkeras starts none
     except Exception:
         return False
 
 
-def task_slots(spark: "SparkSession") -> int:
+def task_slots(spark: "SparkSession") -> int | None:
     """Task slots the cluster has right now (tasks that can run at once, counting
-    ``spark.task.cpus``). On a cluster this grows as executors register; 0 before any has."""
+    ``spark.task.cpus``). On a cluster this grows as executors register; 0 before any has.
+    None under Spark Connect on a cluster master (the client cannot ask the scheduler) or with a
+    remote Connect server."""
+    from .compat import conf_get, is_connect, master, server_is_local
+
+    if is_connect(spark):
+        # local[*] counts the cores of the server's machine, known here only when it is this one
+        threads = _local_threads(master(spark)) if server_is_local(spark) else None
+        return None if threads is None else max(1, threads // max(1, int(conf_get(spark, "spark.task.cpus") or 1)))
     sc = spark.sparkContext
     try:
         jsc = sc._jsc.sc()
@@ -305,7 +319,11 @@ def driver_host(spark: "SparkSession") -> str:
 def ps_endpoint(spark: "SparkSession", ps_host: str | None = None, ps_bind: str | None = None):
     """Where the run's parameter server listens and the address its workers get
     (:class:`distkeras.ps.endpoint.Endpoint`), for the master and driver of ``spark``."""
+    from .compat import require_ps_host
+
     master = _conf(spark, "spark.master") or ""
+    if require_ps_host(spark, ps_host):  # a remote Spark Connect server: the driver is not here
+        return choose_ps_endpoint(master, None, ps_host, ps_bind)
     return choose_ps_endpoint(master, None if is_local_master(master) else driver_host(spark), ps_host, ps_bind)
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from distkeras.spark import compat
 from distkeras.spark.diagnose import error_text, explain
 from distkeras.spark.errors import NotEnoughSlotsError, WorkerError
 from distkeras.spark.feed import FeedSpec, collect_arrays, partition_data, prepare
@@ -159,11 +160,14 @@ def _spark_summary(text: str, max_lines: int = 25) -> str:
 
 def check_slots(spark: "SparkSession", needed: int, strategy: str | None = None, wait_s: float = 10.0) -> int:
     """Raise :class:`NotEnoughSlotsError` unless ``needed`` tasks can run at once. On a cluster,
-    waits up to ``wait_s`` for executors still registering. Returns the slots found."""
+    waits up to ``wait_s`` for executors still registering. Returns the slots found (under
+    Spark Connect on a cluster master, where they cannot be counted, ``needed``)."""
     slots = task_slots(spark)
+    if slots is None:  # Spark Connect on a cluster: unknown here; Spark's own check still applies
+        return needed
     if slots >= needed:
         return slots
-    master = spark.sparkContext.master
+    master = compat.master(spark)
     if not (master == "local" or master.startswith("local[")):  # executors may still be registering
         deadline = time.monotonic() + wait_s
         while slots < needed and time.monotonic() < deadline:
@@ -226,7 +230,7 @@ def run_workers(
     if repartition:
         df = partition_data(df, num_workers)
     else:
-        have = df._jdf.rdd().getNumPartitions()
+        have = compat.num_partitions(df)
         if have != num_workers:
             raise ValueError(f"repartition=False, but the DataFrame has {have} partitions for {num_workers} workers")
     if feed is not None and feed != "stream" and (isinstance(feed, bool) or not isinstance(feed, int) or feed < 1):

@@ -166,3 +166,61 @@ def test_pipeline_fit_save_load_identical_predictions(spark, keras, digits_array
 
     assert MulticlassClassificationEvaluator(metricName="accuracy").evaluate(scored) == pytest.approx(accuracy, abs=1e-6)
     scored.unpersist()
+
+
+def test_several_columns_weights_and_persistence(spark, keras, tmp_path):
+    """featuresCols for a two-input model (and weightCol + classWeight), through fit, transform,
+    evaluate and save/load of both stages; the lists and weights are saved as plain params."""
+    from tests.multi_io import BATCH, EPOCHS, WORKERS, ZERO_CLASS, ZERO_WEIGHT_CLASS, frames, two_input_model
+
+    train_df, test_df, data = frames(spark)
+    x_test = data.x_test.astype(np.float32) / 16.0
+    est = KerasEstimator(
+        model=two_input_model(),
+        featuresCols=["top", "bottom"],
+        weightCol="w",
+        classWeight={ZERO_CLASS: 0.0},
+        numWorkers=WORKERS,
+        batchSize=BATCH,
+        numEpochs=EPOCHS,
+        optimizer=keras.optimizers.Adam(0.01),
+    )
+    assert est.getClassWeight() == {ZERO_CLASS: 0.0} and est.getWeightCol() == "w"
+    est.write().overwrite().save(str(tmp_path / "est"))
+    again = KerasEstimator.load(str(tmp_path / "est"))
+    assert again.getFeaturesCols() == ["top", "bottom"] and again.getClassWeight() == {ZERO_CLASS: 0.0} and again.getWeightCol() == "w"
+
+    fitted = est.fit(train_df)
+    assert fitted.getFeaturesCols() == ["top", "bottom"]
+    want = np.asarray(fitted.model.predict([x_test[:, :32], x_test[:, 32:]], verbose=0))
+    pred = want.argmax(axis=1)
+    recall = {c: float((pred[data.y_test == c] == c).mean()) for c in range(10)}
+    others = (data.y_test != ZERO_CLASS) & (data.y_test != ZERO_WEIGHT_CLASS)
+    # both weights reached the workers: a class of weight 0 is not learned, the others are
+    assert recall[ZERO_CLASS] <= 0.05 and recall[ZERO_WEIGHT_CLASS] <= 0.05, recall
+    assert float((pred == data.y_test)[others].mean()) >= 0.6, recall
+
+    out = fitted.transform(test_df.select("top", "bottom", "label")).toArrow()
+    assert out.column_names == ["top", "bottom", "label", "prediction", "predicted_label"]
+    np.testing.assert_allclose(np.asarray(out.column("prediction").to_pylist(), np.float32), want, atol=1e-5)
+    fitted.model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    metrics = fitted.evaluate(test_df)  # rows weighted by weightCol, as model.evaluate(sample_weight=)
+    w = np.where(data.y_test == ZERO_WEIGHT_CLASS, 0.0, 1.0)
+    want_metrics = fitted.model.evaluate([x_test[:, :32], x_test[:, 32:]], data.y_test, sample_weight=w, verbose=0, return_dict=True)
+    unweighted = fitted.model.evaluate([x_test[:, :32], x_test[:, 32:]], data.y_test, verbose=0, return_dict=True)
+    assert metrics["loss"] == pytest.approx(float(want_metrics["loss"]), rel=1e-4)
+    assert abs(float(want_metrics["loss"]) - float(unweighted["loss"])) > 1e-3  # the weights mattered
+    assert metrics["accuracy"] == pytest.approx(float(want_metrics["accuracy"]), abs=1e-4)
+
+    fitted.write().overwrite().save(str(tmp_path / "model"))
+    loaded = KerasModel.load(str(tmp_path / "model"))
+    assert loaded.getFeaturesCols() == ["top", "bottom"]
+    again = loaded.transform(test_df).toArrow()
+    np.testing.assert_array_equal(np.asarray(again.column("prediction").to_pylist()), np.asarray(out.column("prediction").to_pylist()))
+
+    with pytest.raises(ValueError, match="set featuresCol .one column. or featuresCols .several columns., not both"):
+        KerasEstimator(model=two_input_model(), featuresCol="features", featuresCols=["top", "bottom"]).fit(train_df)
+    with pytest.raises(TypeError, match="classWeight"):
+        KerasEstimator(classWeight={"three": 1.0})
+    train_df.unpersist()
+    test_df.unpersist()

@@ -39,6 +39,9 @@ class _Conf:
     def getAll(self):
         return list(self.conf.items())
 
+    def get(self, key, default=None):
+        return self.conf.get(key, default)
+
 
 class _Session:
     def __init__(self, master, conf):
