@@ -37,6 +37,7 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from distkeras.spark.compat import conf_get
 from distkeras.spark.errors import NotEnoughSlotsError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,24 +100,13 @@ def check_gpus_per_worker(value: Any) -> int:
     return int(value)
 
 
-def _conf(spark: "SparkSession", key: str) -> str | None:
-    try:
-        value = spark.sparkContext.getConf().get(key)
-    except Exception:  # Spark Connect: no SparkContext
-        try:
-            value = spark.conf.get(key, None)
-        except Exception:
-            return None
-    return str(value) if value not in (None, "") else None
-
-
 def training_profile(spark: "SparkSession", gpus_per_worker: int) -> "ResourceProfile | None":
     """The training stage's task-only ResourceProfile (None for 0 GPUs: the default profile)."""
     if not gpus_per_worker:
         return None
     from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
 
-    cpus = int(float(_conf(spark, "spark.task.cpus") or 1))
+    cpus = int(float(conf_get(spark, "spark.task.cpus") or 1))
     return ResourceProfileBuilder().require(TaskResourceRequests().cpus(cpus).resource(GPU, int(gpus_per_worker))).build
 
 
@@ -134,14 +124,14 @@ def check_gpus(spark: "SparkSession", profile: "ResourceProfile", num_workers: i
     number of such tasks the cluster can run at once."""
     from distkeras.spark.session import is_local_master
 
-    master = _conf(spark, "spark.master") or ""
+    master = conf_get(spark, "spark.master") or ""
     if is_local_master(master) and not master.startswith("local-cluster"):
         raise GpuConfigError(
             f"gpus_per_worker={gpus_per_worker} needs Spark's resource scheduling, which local mode ({master}) does not "
             "have: run on a cluster manager (standalone, YARN, Kubernetes) whose executors announce their GPUs; the "
             "README's 'GPUs' section shows the configuration (a discovery script, spark.executor.resource.gpu.amount)"
         )
-    amount = _conf(spark, EXECUTOR_GPUS_CONF)
+    amount = conf_get(spark, EXECUTOR_GPUS_CONF)
     executor_gpus = int(float(amount)) if amount else 0
     if executor_gpus < 1:
         raise GpuConfigError(
@@ -177,8 +167,8 @@ def check_gpus(spark: "SparkSession", profile: "ResourceProfile", num_workers: i
 def warn_if_workers_reused(spark: "SparkSession", gpus_per_worker: int) -> None:
     """Warn when Python workers are reused and an executor has GPUs for several tasks: a later
     task of this application may then land in a process pinned to another GPU and fail."""
-    reuse = (_conf(spark, REUSE_CONF) or "true").lower() != "false"
-    amount = _conf(spark, EXECUTOR_GPUS_CONF)
+    reuse = (conf_get(spark, REUSE_CONF) or "true").lower() != "false"
+    amount = conf_get(spark, EXECUTOR_GPUS_CONF)
     if reuse and amount and int(float(amount)) > gpus_per_worker:
         warnings.warn(
             f"{REUSE_CONF} is on and each executor has {amount} GPUs for tasks of {gpus_per_worker}: a Python worker "

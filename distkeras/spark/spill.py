@@ -89,14 +89,13 @@ def resolve_budget(feed_memory: Any, spark=None) -> int:
     if value != "auto":
         return int(value)
     if spark is not None:
-        try:
-            conf = spark.sparkContext.getConf()
-            python_memory = conf.get("spark.executor.pyspark.memory", None)
-            if python_memory:
-                tasks = max(1, int(conf.get("spark.executor.cores", "1")) // max(1, int(conf.get("spark.task.cpus", "1"))))
-                return max(MIN_BUDGET, _conf_bytes(python_memory) // 2 // tasks)
-        except Exception:  # Spark Connect (no SparkContext) or an unreadable setting: the default
-            pass
+        from distkeras.spark.compat import conf_get
+
+        python_memory = conf_get(spark, "spark.executor.pyspark.memory")
+        if python_memory:
+            cores = int(conf_get(spark, "spark.executor.cores") or 1)
+            tasks = max(1, cores // max(1, int(conf_get(spark, "spark.task.cpus") or 1)))
+            return max(MIN_BUDGET, _conf_bytes(python_memory) // 2 // tasks)
     return DEFAULT_BUDGET
 
 
