@@ -43,6 +43,13 @@ def _to_float(value: Any) -> float:
     return float(np.asarray(value))
 
 
+
+def _tuples(batch):
+    """``batch`` with every list in its structure (several inputs or outputs) made a tuple."""
+    if isinstance(batch, (list, tuple)):
+        return tuple(_tuples(part) for part in batch)
+    return batch
+
 class KerasAdapter:
     """A compiled Keras model behind the flat-vector contract of the strategies.
 
@@ -183,7 +190,9 @@ class KerasAdapter:
         """``model.evaluate`` over an iterable of ``(x, y)`` or ``(x, y, sample_weight)`` batches,
         read once (a partition streamed batch by batch): the metrics over all of them, exact as
         :meth:`evaluate`'s (give batches of one size, only the last shorter: JAX compiles per shape)."""
-        logs = self._model.evaluate((b for b in batches), verbose=0, return_dict=True)
+        # several inputs/outputs come as lists; TensorFlow's generator adapter takes only tuples
+        # (a list in the batch structure is refused when it builds the output signature)
+        logs = self._model.evaluate((_tuples(b) for b in batches), verbose=0, return_dict=True)
         return {key: _to_float(value) for key, value in logs.items()}
 
     def predict(self, x, batch_size: int = 64) -> np.ndarray:

@@ -102,11 +102,20 @@ def _slots(spark) -> int:
 def _reuses_workers(spark) -> bool:
     """False when the session starts a fresh Python worker per task (spark.python.worker.reuse
     off, e.g. one per GPU task): then nothing a warm-up leaves behind would be found."""
+    from .compat import conf_get
+
+    return (conf_get(spark, "spark.python.worker.reuse") or "true").strip().lower() != "false"
+
+
+def _has_gpu_executors(spark) -> bool:
+    """True when the executors announce GPUs: a GPU task pins its devices before any backend
+    import in its Python worker (:mod:`distkeras.spark.gpus`), so no warm-up may import one there."""
+    from .compat import conf_get
+
     try:
-        value = spark.conf.get("spark.python.worker.reuse", "true")
-    except Exception:  # a session that cannot say: assume Spark's default
-        return True
-    return str(value).strip().lower() != "false"
+        return float(conf_get(spark, "spark.executor.resource.gpu.amount") or 0) > 0
+    except ValueError:  # not a number: Spark itself refuses it when the application starts
+        return False
 
 
 def start(
@@ -120,9 +129,10 @@ def start(
     """Submit the warm-up job (``tasks`` tasks, default one per task slot) in a background thread
     and return its handle at once. With ``spec_json`` and ``strategy`` (and its parameters) the
     tasks also build the run's model. Nothing is submitted (an empty handle) when turned off with
-    ``DISTKERAS_WARMUP=0``, when the session does not reuse Python workers, when the cluster has no
+    ``DISTKERAS_WARMUP=0``, when the session does not reuse Python workers, when its executors have
+    GPUs (a GPU task pins them before the backend import), when the cluster has no
     task slot yet, or when the same warm-up is still running on this session."""
-    if not enabled() or not _reuses_workers(spark):
+    if not enabled() or not _reuses_workers(spark) or _has_gpu_executors(spark):
         return Warmup()
     n = int(tasks) if tasks else _slots(spark)
     if n < 1:

@@ -62,3 +62,29 @@ def test_a_failing_warmup_keeps_its_error_on_the_handle(spark):
     handle = warmup.start(spark, "no-such-backend", tasks=1).wait(600)
     assert handle.result is None and handle.error is not None
     assert "no-such-backend" in str(handle.error)
+
+
+class _Conf:
+    def __init__(self, values):
+        self.values = values
+
+    def get(self, key, default=None):
+        return self.values.get(key, default)
+
+
+class _SessionWithConf:
+    """A stand-in session that only answers ``spark.conf.get`` (no job can run on it)."""
+
+    def __init__(self, values):
+        self.conf = _Conf(values)
+
+
+def test_no_warmup_where_a_gpu_task_must_pin_before_the_backend_import():
+    # Executors with GPUs: a warm-up would import the backend in the Python workers that the GPU
+    # tasks then refuse (spark/gpus.py); so does a session starting a fresh worker per task.
+    for values in ({"spark.executor.resource.gpu.amount": "2"}, {"spark.python.worker.reuse": "false"}):
+        handle = warmup.start(_SessionWithConf(values), "jax", tasks=2)
+        assert handle.thread is None and handle.done, values
+    assert warmup._has_gpu_executors(_SessionWithConf({"spark.executor.resource.gpu.amount": "1"}))
+    assert not warmup._has_gpu_executors(_SessionWithConf({"spark.executor.resource.gpu.amount": "0"}))
+    assert not warmup._has_gpu_executors(_SessionWithConf({}))
