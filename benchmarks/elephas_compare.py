@@ -96,9 +96,9 @@ def _elephas_script() -> str:
     return consts + ELEPHAS_CHILD
 
 
-def _run(cmd: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+def _run(cmd: list[str], env: dict[str, str], timeout: float, cwd: str | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     process_s = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -180,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
                     if args.fresh_cache:
                         env["DISTKERAS_JAX_CACHE"] = tempfile.mkdtemp(prefix="jax-cache-", dir=tmp)
-                    run = _run([sys.executable, str(Path(__file__).resolve()), "--child", backend], env, 1800)
+                    # cwd = the checkout: local Python workers put their working folder first on
+                    # sys.path, ahead of PYTHONPATH, so they would import the other checkout
+                    run = _run([sys.executable, str(Path(__file__).resolve()), "--child", backend], env, 1800, cwd=root)
                 run["load_1m"] = _loadavg()[0] if _loadavg() else None
                 runs[side].append(run)
                 print(f"{side:<22} process {run['process_s']:6.1f} s  train {run['train_s']:6.1f} s  accuracy {run['accuracy']:.3f}", file=sys.stderr)
