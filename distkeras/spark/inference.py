@@ -24,6 +24,16 @@ import numpy as np
 from .worker import decode_vector, encode_vector
 
 
+def _center_adapter(backend: str | None, spec_json: str, weights_b64: str):
+    """In a task: the model of ``spec_json`` on ``backend``, holding the shipped weights."""
+    from distkeras.backends import KerasAdapter, ModelSpec, select_backend
+
+    select_backend(backend)
+    adapter = KerasAdapter.from_spec(ModelSpec.from_json(spec_json))
+    adapter.set_flat(decode_vector(weights_b64))
+    return adapter
+
+
 def _shipped(model) -> tuple[str, str]:
     """A live Keras model as (spec JSON, base64 weights): plain data for the task closure."""
     from distkeras.backends import ModelSpec
@@ -102,11 +112,7 @@ def predict(
     schema = StructType(fields)
 
     def task(batches):
-        from distkeras.backends import KerasAdapter, ModelSpec, select_backend
-
-        select_backend(backend)
-        adapter = KerasAdapter.from_spec(ModelSpec.from_json(spec_json))
-        adapter.set_flat(decode_vector(weights_b64))
+        adapter = _center_adapter(backend, spec_json, weights_b64)
         for batch in batches:
             if batch.num_rows == 0:
                 continue
@@ -155,15 +161,11 @@ def evaluate(
     def worker_fn(worker: int, attempt: int, source) -> dict[str, Any]:
         import itertools
 
-        from distkeras.backends import KerasAdapter, ModelSpec, select_backend
-
         batches = source.in_order(batch_size)  # one Arrow batch held at a time, never the partition
         first = next(batches, None)
         if first is None:
             return {"rows": 0, "metrics": {}}
-        select_backend(backend)
-        adapter = KerasAdapter.from_spec(ModelSpec.from_json(spec_json))
-        adapter.set_flat(decode_vector(weights_b64))
+        adapter = _center_adapter(backend, spec_json, weights_b64)
         metrics = adapter.evaluate_batches(itertools.chain([first], batches))
         return {"rows": source.rows, "metrics": metrics}
 
@@ -229,11 +231,7 @@ def _predict_structured(model, df, signature, features_col, output_col, batch_si
     out_names = [name for name, _ in outputs]
 
     def task(batches):
-        from distkeras.backends import KerasAdapter, ModelSpec, select_backend
-
-        select_backend(backend)
-        adapter = KerasAdapter.from_spec(ModelSpec.from_json(spec_json))
-        adapter.set_flat(decode_vector(weights_b64))
+        adapter = _center_adapter(backend, spec_json, weights_b64)
         for batch in batches:
             if batch.num_rows == 0:
                 continue
