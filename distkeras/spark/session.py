@@ -28,6 +28,7 @@ import sysconfig
 import warnings
 from typing import TYPE_CHECKING, Any, Mapping
 
+from distkeras.spark import compat
 from distkeras.spark.errors import SparkUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -215,8 +216,6 @@ def get_or_create_session(
     SparkSession = _import_pyspark()
     active = active_session()
     if active is not None:
-        from . import compat
-
         running = compat.master(active)
         if master is None or master == running:
             wanted = backend
@@ -293,19 +292,11 @@ def task_slots(spark: "SparkSession") -> int | None:
     return int(sc.defaultParallelism)
 
 
-def _conf(spark: "SparkSession", key: str) -> str | None:
-    try:
-        value = spark.conf.get(key, None)
-    except Exception:  # a key the session does not know
-        return None
-    return str(value) if value else None
-
-
 def driver_host(spark: "SparkSession") -> str:
     """The driver's address as Spark's executors know it: ``spark.driver.host`` (Spark sets it
     at start from ``SPARK_LOCAL_IP``/``SPARK_LOCAL_HOSTNAME`` or the machine's name), else the
     address the driver's RPC endpoint is bound to, else this machine's name."""
-    host = _conf(spark, "spark.driver.host")
+    host = compat.conf_get(spark, "spark.driver.host")
     if host:
         return host
     try:  # classic sessions only (a private JVM handle)
@@ -321,7 +312,7 @@ def ps_endpoint(spark: "SparkSession", ps_host: str | None = None, ps_bind: str 
     (:class:`distkeras.ps.endpoint.Endpoint`), for the master and driver of ``spark``."""
     from .compat import require_ps_host
 
-    master = _conf(spark, "spark.master") or ""
+    master = compat.conf_get(spark, "spark.master") or ""
     if require_ps_host(spark, ps_host):  # a remote Spark Connect server: the driver is not here
         return choose_ps_endpoint(master, None, ps_host, ps_bind)
     return choose_ps_endpoint(master, None if is_local_master(master) else driver_host(spark), ps_host, ps_bind)

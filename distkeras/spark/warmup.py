@@ -94,8 +94,8 @@ def _slots(spark) -> int:
     from .session import task_slots
 
     try:
-        return task_slots(spark)
-    except Exception:  # a Spark Connect session has no SparkContext to ask
+        return task_slots(spark) or 0  # None: Spark Connect on a cluster, where slots are unknown
+    except Exception:  # a session that cannot be asked (e.g. one stopped meanwhile)
         return 0
 
 
