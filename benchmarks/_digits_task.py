@@ -23,8 +23,9 @@ LEARNING_RATE = 0.001
 def run_digits(backend: str, calls: int = 1) -> dict[str, Any]:
     """Train ``calls`` times in this process (a new model each time, same session) and return the
     training call's seconds per call (``train_s``: the first; ``train_s_calls``: all), the last
-    model's test accuracy, the first call's timings and per-worker profile, and whether
-    TensorFlow was imported here."""
+    model's test accuracy, the first call's timings and per-worker profile, whether
+    TensorFlow was imported here, and what the driver JVM did with its class-data-sharing
+    archive (``jvm_archive``: use / write / off, distkeras.spark.jvm_cache)."""
     os.environ["KERAS_BACKEND"] = backend
     import numpy as np
 
@@ -32,6 +33,12 @@ def run_digits(backend: str, calls: int = 1) -> dict[str, Any]:
     from distkeras.spark.session import get_or_create_session
 
     spark = get_or_create_session("local[2]", app_name=f"digits-{backend}", backend=backend)
+    try:
+        from distkeras.spark.session import startup_record
+
+        jvm_archive = startup_record(spark).get("jvm_archive")
+    except ImportError:  # a checkout before the driver JVM archive (--before)
+        jvm_archive = None
     import keras
 
     from distkeras.trainers import DOWNPOUR
@@ -78,4 +85,5 @@ def run_digits(backend: str, calls: int = 1) -> dict[str, Any]:
         "accuracy": accuracy,
         "first_call": first,
         "tensorflow_imported": "tensorflow" in sys.modules,
+        "jvm_archive": jvm_archive,
     }

@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--fresh-cache",
         action="store_true",
-        help="give every distkeras run a new, empty JAX compilation cache (a first-ever run); default: the user's cache",
+        help="give every distkeras run new, empty caches (JAX compilation cache, driver JVM archive): a first-ever "
+        "run; default: the user's caches, as a second run on a machine finds them",
     )
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -178,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
                     root = str(Path(args.before).resolve()) if who == "before" else str(ROOT)
                     env["DISTKERAS_BENCH_ROOT"] = root
                     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-                    if args.fresh_cache:
+                    if args.fresh_cache:  # nothing reused from earlier processes: JAX programs, the JVM archive
                         env["DISTKERAS_JAX_CACHE"] = tempfile.mkdtemp(prefix="jax-cache-", dir=tmp)
+                        env["DISTKERAS_SPARK_CDS"] = tempfile.mkdtemp(prefix="spark-cds-", dir=tmp)
                     # cwd = the checkout: local Python workers put their working folder first on
                     # sys.path, ahead of PYTHONPATH, so they would import the other checkout
                     run = _run([sys.executable, str(Path(__file__).resolve()), "--child", backend], env, 1800, cwd=root)

@@ -12,9 +12,14 @@
 - Arrow on, UI and console progress bar off, few shuffle partitions, log level ERROR;
 - loopback addresses (``127.0.0.1``) when the master is local or on loopback;
 - ``DISTKERAS_JAX_CACHE`` passed on to the executors when set (JAX's compilation cache);
+- the driver JVM's class-data-sharing archive (:mod:`distkeras.spark.jvm_cache`: the session
+  starts in about half the time once the first session on the machine has written it;
+  ``DISTKERAS_SPARK_CDS=0`` turns it off);
 
-and, when the Keras backend is known, a background job that imports Keras in the executors'
-Python workers (:mod:`distkeras.spark.warmup`; ``DISTKERAS_WARMUP=0`` turns it off).
+and, when the Keras backend is known, Keras imported in a background thread of the driver while
+its JVM starts (:func:`distkeras.backends.startup.import_in_background`), and a background job
+that imports Keras in the executors' Python workers (:mod:`distkeras.spark.warmup`;
+``DISTKERAS_WARMUP=0`` turns it off).
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ JAVA_INSTALL_HINT = (
 )
 
 _java_ok: str | None = None  # the java binary that passed the check (cached on success only)
+_java_version_text = ""  # its `java -version` output (part of the driver JVM archive's key)
 _started: set[str] = set()  # applicationIds of sessions started by get_or_create_session
+_startup: dict[str, dict] = {}  # per started session: the driver JVM archive's use, the background Keras import
 
 
 def _java_binary() -> str | None:
@@ -73,7 +80,7 @@ def parse_java_version(text: str) -> int | None:
 def check_java(min_version: int = MIN_JAVA) -> str:
     """Return the path of a usable ``java`` (version >= ``min_version``), or raise
     :class:`SparkUnavailableError` saying what is missing and how to install it."""
-    global _java_ok
+    global _java_ok, _java_version_text
     if _java_ok is not None:
         return _java_ok
     java = _java_binary()
@@ -97,6 +104,7 @@ def check_java(min_version: int = MIN_JAVA) -> str:
             f"Spark needs Java {min_version}+, but {java} is Java {version}.\n" + JAVA_INSTALL_HINT
         )
     _java_ok = java
+    _java_version_text = (proc.stderr + proc.stdout).strip()
     return java
 
 
@@ -240,10 +248,18 @@ def get_or_create_session(
     os.environ.setdefault("PYSPARK_PYTHON", settings["spark.pyspark.python"])
     if _is_loopback_master(master):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from distkeras.backends.startup import import_in_background
+
+    from .jvm_cache import driver_java_options
+
+    cds = driver_java_options(settings, _java_ok or check_java(), _java_version_text)
+    # while the driver JVM starts (the main thread waits on a socket), Keras is imported
+    keras_import = import_in_background(backend or os.environ.get("KERAS_BACKEND"))
     builder = SparkSession.builder.master(master)
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    _startup[spark.sparkContext.applicationId] = {"jvm_archive": cds.mode, "jvm_archive_why": cds.why, "keras_import": keras_import}
     spark.sparkContext.setLogLevel(settings.get("spark.log.level", "ERROR"))
     _started.add(spark.sparkContext.applicationId)
     backend = backend or os.environ.get("KERAS_BACKEND")
@@ -252,6 +268,18 @@ def get_or_create_session(
 
         start_warmup(spark, backend)
     return spark
+
+
+def startup_record(spark: "SparkSession") -> dict:
+    """How :func:`get_or_create_session` started ``spark``: ``jvm_archive`` (``"use"``, ``"write"``
+    or ``"off"``, with ``jvm_archive_why``) and ``keras_import`` (the background import's handle,
+    or None). Empty for a session it did not start."""
+    try:
+        from .compat import app_id
+
+        return dict(_startup.get(app_id(spark), {}))
+    except Exception:
+        return {}
 
 
 def started_here(spark: "SparkSession") -> bool:

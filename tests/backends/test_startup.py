@@ -83,3 +83,44 @@ def test_serializers_still_see_tensorflow_objects_once_it_is_imported():
     view = ImportedOnly(Lazy())
     assert view.TensorShape is tuple
     assert view.available == ("tensorflow" in sys.modules)
+
+
+# Starts the background import, does other work meanwhile, then imports Keras as a user would.
+BACKGROUND = r"""
+import json, os, sys
+from distkeras.backends.startup import import_in_background
+job = import_in_background(sys.argv[1])
+busy = sum(i * i for i in range(200_000))  # the caller's own work while Keras is imported
+import keras
+job and job.wait(300)
+print(json.dumps({
+    "started": job is not None, "error": None if job is None else repr(job.error), "backend": keras.backend.backend(),
+    "env": os.environ.get("KERAS_BACKEND"), "second": import_in_background(sys.argv[1]) is None,
+}))
+"""
+
+
+def _background(backend: str, env_backend: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["PYTHONPATH"] = str(ROOT)
+    if env_backend:
+        env["KERAS_BACKEND"] = env_backend
+    proc = subprocess.run([sys.executable, "-c", BACKGROUND, backend], env=env, capture_output=True, text=True, timeout=300, cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_keras_imported_in_the_background_is_the_one_the_caller_gets():
+    pytest.importorskip("jax")
+    out = _background("jax", None)
+    assert out["started"] and out["error"] == "None"
+    assert out["backend"] == "jax" and out["env"] == "jax"
+    assert out["second"]  # Keras is imported: nothing more to start
+
+
+def test_no_background_import_against_the_process_own_choice():
+    pytest.importorskip("jax")
+    pytest.importorskip("tensorflow")
+    out = _background("jax", "tensorflow")
+    assert not out["started"]
+    assert out["backend"] == "tensorflow" and out["env"] == "tensorflow"  # the process's own KERAS_BACKEND decided
