@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,17 +152,6 @@ def _num_classes(df, label_col: str) -> int:
     return int(top) + 1
 
 
-def _import_quietly(backend: str) -> None:
-    """Import Keras with ``backend`` (run in a thread); errors are raised again by the caller's own
-    select_backend once the thread is done."""
-    from distkeras.backends import select_backend
-
-    try:
-        select_backend(backend)
-    except Exception:  # the caller's select_backend(backend) raises it with its own traceback
-        return
-
-
 def make_optimizer(name: str, learning_rate: float):
     from distkeras.backends.select import import_keras
 
@@ -210,14 +198,12 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     from distkeras.spark import compat
     from distkeras.spark.session import get_or_create_session
 
-    # Keras imports on the driver while the JVM starts (the driver only waits for it meanwhile);
-    # select_backend runs again below in this thread, raising whatever the import ran into.
-    importer = threading.Thread(target=_import_quietly, args=(backend,), name="distkeras-import", daemon=True)
-    importer.start()
+    # a session started here imports Keras in a background thread while its JVM starts
+    # (distkeras.backends.startup.import_in_background); select_backend waits for that import and
+    # raises whatever it ran into
     t0 = time.perf_counter()
     spark = get_or_create_session(master=config.master, conf=conf or None, backend=backend)
     spark_seconds = time.perf_counter() - t0
-    importer.join()
     backend = select_backend(backend)
 
     known: tuple[int, int] | None = None  # (features, classes) when known without a Spark job
