@@ -25,7 +25,8 @@ How it is used (:func:`driver_java_options`, called by
 * The archive's name is a hash of what it depends on: the ``java`` binary and its version, the
   Spark installation (its jars) and the driver's extra class path and Java options.
 * ``DISTKERAS_SPARK_CDS``: ``0``/``off`` turns it off, a path picks the folder (default
-  ``~/.cache/distkeras/spark-cds``, see :mod:`distkeras.core.cache_dirs`). It takes about 160 MB.
+  ``~/.cache/distkeras/spark-cds``, see :mod:`distkeras.core.cache_dirs`). An archive takes about
+  160 MB; a builder keeps the three newest (another Spark, JDK or class path gets its own).
 * Left alone: a JVM that already runs in this process, one started by ``PYSPARK_GATEWAY_PORT``,
   driver Java options given in ``spark-defaults.conf`` or ``PYSPARK_SUBMIT_ARGS`` (passing ours
   would replace them), options that already choose a CDS archive, and Windows. User options in
@@ -52,6 +53,12 @@ OPTIONS_KEY = "spark.driver.extraJavaOptions"
 QUIET = "-Xlog:cds*=off"  # the JVM's notes about classes it skips and archives it cannot use
 _CHOSEN_ALREADY = ("SharedArchiveFile", "ArchiveClassesAtExit", "Xshare", "SharedClassListFile")
 STALE_PART_SECONDS = 24 * 3600
+KEEP_ARCHIVES = 3  # a builder removes older ones (160 MB each)
+STALE_LOCK_SECONDS = 3600  # a builder takes a minute or two: an older lock's pid may be another process's now
+#: the session settings that change the driver JVM's class path or options (part of the archive's
+#: key; of the heap size only whether it passes 32 GB: the JVM then drops compressed pointers, and
+#: with them the archive)
+JVM_SETTINGS = ("spark.driver.extraClassPath", "spark.driver.extraLibraryPath", "spark.driver.memory", OPTIONS_KEY)
 
 
 class CdsPlan(NamedTuple):
@@ -87,11 +94,29 @@ def archive_key(java: str, java_version: str, home: Path | None, settings: Mappi
                 h.update(f"{jar.name}:{jar.stat().st_size}".encode() + b"\0")
             except OSError:
                 continue
-    for key in ("spark.driver.extraClassPath", OPTIONS_KEY):
-        h.update(f"{key}={settings.get(key, '')}".encode() + b"\0")
+    for key in JVM_SETTINGS:
+        value = settings.get(key, "")
+        if key == "spark.driver.memory":  # only which side of 32 GB counts (compressed pointers)
+            value = "large" if _heap_bytes(value) >= COMPRESSED_POINTERS_LIMIT else ""
+        h.update(f"{key}={value}".encode() + b"\0")
     for var in ("SPARK_DIST_CLASSPATH", "HADOOP_CONF_DIR", "SPARK_CONF_DIR"):
         h.update(f"{var}={os.environ.get(var, '')}".encode() + b"\0")
     return h.hexdigest()[:16]
+
+
+COMPRESSED_POINTERS_LIMIT = 32 * 2**30 - 2**20
+
+
+def _heap_bytes(memory: str) -> int:
+    """``spark.driver.memory`` in bytes ("4g", "512m", a bare number of MiB); 0 when unset or unreadable."""
+    text = str(memory or "").strip().lower().rstrip("b")
+    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(float(text) * 2**20) if text else 0
+    except ValueError:
+        return 0
 
 
 def _defaults_give_java_options(home: Path | None) -> bool:
@@ -148,10 +173,6 @@ def driver_java_options(settings: dict[str, str], java: str, java_version: str) 
     return chosen
 
 
-#: the session settings that change the driver JVM's class path or options (the archive's key)
-JVM_SETTINGS = ("spark.driver.extraClassPath", "spark.driver.extraLibraryPath", OPTIONS_KEY)
-
-
 def builder_settings(settings: Mapping[str, str]) -> dict[str, str]:
     """The builder's session settings: a local one (:func:`distkeras.spark.session.default_conf`)
     with the user's JVM settings, nothing that reaches a cluster or downloads packages."""
@@ -181,12 +202,19 @@ def _lock_of(archive: Path) -> Path:
     return archive.with_suffix(".lock")
 
 
-def _builder_running(archive: Path) -> bool:
+def _lock_owner(lock: Path) -> int:
+    """The pid holding ``lock``, 0 when nobody does (no lock, a dead owner, or a lock so old that
+    its pid may have been reused)."""
     try:
-        owner = int(_lock_of(archive).read_text().strip() or 0)
+        owner = int(lock.read_text().strip() or 0)
+        fresh = time.time() - lock.stat().st_mtime < STALE_LOCK_SECONDS
     except (OSError, ValueError):
-        return False
-    return bool(owner) and _alive(owner)
+        return 0
+    return owner if owner and fresh and _alive(owner) else 0
+
+
+def _builder_running(archive: Path) -> bool:
+    return bool(_lock_owner(_lock_of(archive)))
 
 
 def _claim(lock: Path) -> bool:
@@ -195,11 +223,7 @@ def _claim(lock: Path) -> bool:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                owner = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                owner = 0
-            if owner and _alive(owner):
+            if _lock_owner(lock):
                 return False
             try:
                 lock.unlink()
@@ -232,6 +256,19 @@ def start_builder(archive: Path, settings: dict[str, str], java: str) -> subproc
             start_new_session=True,
             close_fds=True,
         )
+
+
+def _prune(folder: Path, keep: int) -> list[Path]:
+    """Remove all but the ``keep`` newest archives (those of an older Spark, JDK or setting)."""
+    archives = sorted(folder.glob("*.jsa"), key=lambda p: p.stat().st_mtime, reverse=True)
+    removed = []
+    for old in archives[keep:]:
+        try:
+            old.unlink()
+            removed.append(old)
+        except OSError:
+            pass
+    return removed
 
 
 def _workload(spark) -> None:
@@ -288,6 +325,7 @@ def build(archive: Path, settings: Mapping[str, str], java: str, timeout: float 
             return False
         os.replace(part, archive)
         print(f"wrote {archive} ({archive.stat().st_size / 2**20:.0f} MiB)", file=sys.stderr)
+        _prune(archive.parent, keep=KEEP_ARCHIVES)
         return True
     except Exception as exc:  # reported in the builder's log; sessions go on without an archive
         print(f"could not build {archive}: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -86,6 +86,8 @@ def test_the_key_follows_what_the_archive_depends_on(tmp_path):
     assert key != C.archive_key(JAVA, 'openjdk version "21.0.2"', home, {})
     assert key != C.archive_key(JAVA, VERSION, home, {"spark.driver.extraClassPath": "/opt/x.jar"})
     assert key != C.archive_key(JAVA, VERSION, home, {C.OPTIONS_KEY: "-XX:+UseSerialGC"})
+    assert key == C.archive_key(JAVA, VERSION, home, {"spark.driver.memory": "4g"})  # same JVM layout
+    assert key != C.archive_key(JAVA, VERSION, home, {"spark.driver.memory": "48g"})  # no compressed pointers
     (home / "jars" / "spark-core_2.13-4.0.1.jar").write_bytes(b"1")  # an upgraded Spark
     assert key != C.archive_key(JAVA, VERSION, home, {})
 
@@ -100,12 +102,29 @@ def test_one_builder_at_a_time_and_a_dead_owner_is_taken_over(tmp_path):
     lock.write_text(str(dead.pid))
     assert C._claim(lock)
     assert lock.read_text() == str(os.getpid())
+    old = time.time() - 2 * C.STALE_LOCK_SECONDS  # a live pid in an hours-old lock may be anyone's now
+    os.utime(lock, (old, old))
+    assert not C._builder_running(lock.with_suffix(".jsa")) and C._claim(lock)
+
+
+@pytest.mark.parametrize("text, size", [("4g", 4 * 2**30), ("512m", 512 * 2**20), ("1024", 2**30), ("2G", 2 * 2**30), ("", 0), ("lots", 0)])
+def test_heap_sizes_read_as_spark_does(text, size):
+    assert C._heap_bytes(text) == size
+
+
+def test_only_the_newest_archives_are_kept(tmp_path):
+    for i, name in enumerate(["a", "b", "c", "d"]):
+        (tmp_path / f"{name}.jsa").write_bytes(b"x")
+        os.utime(tmp_path / f"{name}.jsa", (1000 + i, 1000 + i))
+    removed = C._prune(tmp_path, keep=3)
+    assert [p.name for p in removed] == ["a.jsa"]
+    assert sorted(p.name for p in tmp_path.glob("*.jsa")) == ["b.jsa", "c.jsa", "d.jsa"]
 
 
 def test_builder_settings_keep_only_the_jvm_settings():
-    user = {C.OPTIONS_KEY: "-Dx=1", "spark.driver.extraClassPath": "/opt/a.jar", "spark.jars.packages": "org:x:1", "spark.executor.memory": "8g"}
+    user = {C.OPTIONS_KEY: "-Dx=1", "spark.driver.extraClassPath": "/opt/a.jar", "spark.driver.memory": "6g", "spark.jars.packages": "org:x:1", "spark.executor.memory": "8g"}
     conf = C.builder_settings(user)
-    assert conf[C.OPTIONS_KEY] == "-Dx=1" and conf["spark.driver.extraClassPath"] == "/opt/a.jar"
+    assert conf[C.OPTIONS_KEY] == "-Dx=1" and conf["spark.driver.extraClassPath"] == "/opt/a.jar" and conf["spark.driver.memory"] == "6g"
     assert "spark.jars.packages" not in conf and "spark.executor.memory" not in conf  # nothing downloaded or sized
 
 
