@@ -396,7 +396,10 @@ def run_training(
 
         want_epochs = evaluate_center is not None or on_epoch is not None
         monitor = _Monitor(service, total, options.progress, strategy.name, epoch_record if want_epochs else None)
+        from .warmup import note_trained
+
         with monitor:
+            note_trained(spark)  # whatever the job's outcome, the workers it started are warm now
             summaries = tasks.run_workers(
                 prepared,
                 worker_fn,

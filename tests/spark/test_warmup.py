@@ -88,3 +88,13 @@ def test_no_warmup_where_a_gpu_task_must_pin_before_the_backend_import():
     assert warmup._has_gpu_executors(_SessionWithConf({"spark.executor.resource.gpu.amount": "1"}))
     assert not warmup._has_gpu_executors(_SessionWithConf({"spark.executor.resource.gpu.amount": "0"}))
     assert not warmup._has_gpu_executors(_SessionWithConf({}))
+
+
+def test_no_trainer_warmup_once_the_session_has_trained(spark):
+    """A later trainer on a session that already ran a training job finds warm workers: no job."""
+    from distkeras.core.strategies import get_strategy
+
+    strategy = get_strategy("downpour")
+    warmup.note_trained(spark)
+    handle = warmup.start_for_trainer(spark, "jax", '{"unused": true}', strategy, 2)
+    assert handle.thread is None and handle.result is None
