@@ -370,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         state = "present" if chosen.mode == "use" else ("being written" if _builder_running(chosen.archive) else "missing")
         print(f"{chosen.archive}: {state}")
         return 0
+    owner = _lock_owner(_lock_of(chosen.archive))
+    if owner:
+        print(f"{chosen.archive}: being written by process {owner} (see {chosen.archive.with_suffix('.log')})")
+        return 0
     print(f"writing {chosen.archive} (about a minute) ...", file=sys.stderr)
     return 0 if build(chosen.archive, settings, java) else 1
 
