@@ -248,14 +248,18 @@ def start_builder(archive: Path, settings: dict[str, str], java: str) -> subproc
         return None
     with log:
         spec = json.dumps({"archive": str(archive), "settings": settings, "java": java})
-        return subprocess.Popen(
-            [sys.executable, "-m", "distkeras.spark.jvm_cache", "--build-spec", spec],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "distkeras.spark.jvm_cache", "--build-spec", spec],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:  # at interpreter exit: a note in the log, no traceback on the console
+            log.write(f"could not start the builder: {exc}\n".encode())
+            return None
 
 
 def _prune(folder: Path, keep: int) -> list[Path]:
