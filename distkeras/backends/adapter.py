@@ -43,12 +43,12 @@ def _to_float(value: Any) -> float:
     return float(np.asarray(value))
 
 
-
 def _tuples(batch):
     """``batch`` with every list in its structure (several inputs or outputs) made a tuple."""
     if isinstance(batch, (list, tuple)):
         return tuple(_tuples(part) for part in batch)
     return batch
+
 
 class KerasAdapter:
     """A compiled Keras model behind the flat-vector contract of the strategies.

@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 
 from distkeras.core.cache_dirs import cache_folder
@@ -120,19 +119,15 @@ class BackgroundImport:
     def __init__(self, backend: str):
         self.backend = backend
         self.error: BaseException | None = None
-        self.seconds: float | None = None
         self.thread = threading.Thread(target=self._run, name="distkeras-import-keras", daemon=True)
 
     def _run(self) -> None:
-        t0 = time.perf_counter()
         try:
             from distkeras.backends.select import select_backend
 
             select_backend(self.backend)
         except BaseException as exc:  # kept, not printed: the caller's own import reports it
             self.error = exc
-        finally:
-            self.seconds = time.perf_counter() - t0
 
     def wait(self, timeout: float | None = None) -> "BackgroundImport":
         self.thread.join(timeout)
@@ -163,8 +158,13 @@ def import_in_background(backend: str | None) -> BackgroundImport | None:
     if missing_packages(backend):
         return None
     chosen = os.environ.get("KERAS_BACKEND")
-    if chosen and chosen.strip().lower() not in (backend, {"tensorflow": "tf", "torch": "pytorch"}.get(backend)):
-        return None  # the process's own choice differs: left to whoever imports Keras
+    if chosen:
+        try:
+            same = normalize_backend(chosen) == backend
+        except Exception:  # a name Keras does not know: its own import reports it
+            same = False
+        if not same:
+            return None  # the process's own choice differs: left to whoever imports Keras
     for shared in ("numpy", "pandas", "pyarrow"):
         try:
             __import__(shared)

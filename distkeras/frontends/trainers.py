@@ -204,15 +204,11 @@ class Trainer:
         self.gpus_per_worker = check_gpus_per_worker(gpus_per_worker)
         self.spark = spark
         self.history = None
-        from distkeras.spark.warmup import Warmup, start_for_trainer
+        from distkeras.spark.warmup import start_for_trainer
 
-        # the executors import Keras and build this model while the caller goes on to train();
-        # not for a GPU run, whose tasks pin their GPUs before the backend import (spark/gpus.py)
-        self._warmup = (
-            Warmup()
-            if self.gpus_per_worker
-            else start_for_trainer(spark, backend, self.spec.to_json(), self.strategy, 1 if self.strategy_name == "single" else self.num_workers)
-        )
+        # the executors import Keras and build this model while the caller goes on to train()
+        workers = 1 if self.strategy_name == "single" else self.num_workers
+        self._warmup = start_for_trainer(spark, backend, self.spec.to_json(), self.strategy, workers, self.gpus_per_worker)
         self.members: list[np.ndarray] = []
 
     # -- arguments ----------------------------------------------------------------------------

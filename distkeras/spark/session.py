@@ -239,7 +239,7 @@ def get_or_create_session(
             f"a SparkSession on master {running!r} already runs in this process and Spark allows one "
             f"per process; stop it (spark.stop()) before asking for master {master!r}, or pass master=None to use it"
         )
-    check_java()
+    java = check_java()
     master = master or "local[*]"
     settings = default_conf(master, app_name, backend)
     settings.update({k: str(v) for k, v in (conf or {}).items()})
@@ -252,7 +252,7 @@ def get_or_create_session(
 
     from .jvm_cache import driver_java_options
 
-    cds = driver_java_options(settings, _java_ok or check_java(), _java_version_text)
+    cds = driver_java_options(settings, java, _java_version_text)
     # while the driver JVM starts (the main thread waits on a socket), Keras is imported
     keras_import = import_in_background(backend or os.environ.get("KERAS_BACKEND"))
     builder = SparkSession.builder.master(master)
@@ -271,7 +271,7 @@ def get_or_create_session(
 
 
 def startup_record(spark: "SparkSession") -> dict:
-    """How :func:`get_or_create_session` started ``spark``: ``jvm_archive`` (``"use"``, ``"write"``
+    """How :func:`get_or_create_session` started ``spark``: ``jvm_archive`` (``"use"``, ``"build"``
     or ``"off"``, with ``jvm_archive_why``) and ``keras_import`` (the background import's handle,
     or None). Empty for a session it did not start."""
     try:

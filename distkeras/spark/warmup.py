@@ -180,12 +180,15 @@ def start(
     return handle
 
 
-def start_for_trainer(spark: "SparkSession | None", backend: str | None, spec_json: str, strategy, num_workers: int) -> Warmup:
+def start_for_trainer(
+    spark: "SparkSession | None", backend: str | None, spec_json: str, strategy, num_workers: int, gpus_per_worker: float = 0
+) -> Warmup:
     """The warm-up of a trainer just built: on ``spark`` or the active session (never starting
     one), ``num_workers`` tasks (at most the slots there are) building its model under its
-    strategy's worker settings; none once that session has run a training job (its workers are
-    warm, see :func:`note_trained`)."""
-    if not enabled():
+    strategy's worker settings; none for a GPU run (its tasks pin their GPUs before the backend
+    import, :mod:`distkeras.spark.gpus`), nor once that session has run a training job (its
+    workers are warm, see :func:`note_trained`)."""
+    if not enabled() or gpus_per_worker:
         return Warmup()
     if spark is None:
         from .session import active_session

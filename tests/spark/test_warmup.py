@@ -88,6 +88,9 @@ def test_no_warmup_where_a_gpu_task_must_pin_before_the_backend_import():
     assert warmup._has_gpu_executors(_SessionWithConf({"spark.executor.resource.gpu.amount": "1"}))
     assert not warmup._has_gpu_executors(_SessionWithConf({"spark.executor.resource.gpu.amount": "0"}))
     assert not warmup._has_gpu_executors(_SessionWithConf({}))
+    # a trainer asking for GPUs per worker gets none either, whatever its session says
+    handle = warmup.start_for_trainer(_SessionWithConf({}), "jax", '{"unused": true}', object(), 2, gpus_per_worker=1)
+    assert handle.thread is None and handle.done
 
 
 def test_no_trainer_warmup_once_the_session_has_trained(spark):
