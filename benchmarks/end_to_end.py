@@ -175,16 +175,21 @@ def section_data_feed(spark, args) -> tuple[list[dict[str, Any]], dict[str, Any]
 # a local[2] SparkSession (timed, reported apart), starts Spark's Python workers with one trivial
 # job (no Keras; also reported apart), then, on the same data and the same 2 cores, measures
 #   * baseline: plain Keras ``model.fit`` in the driver process (default fit settings);
-#   * ours: ``ADAG`` (defaults, window 12) with 2 workers, one task per core, on a DataFrame
-#     cached with one partition per worker (``repartition=False``: no shuffle per run).
+#   * ours: every strategy at its recommended settings (strategy_settings) with 2 workers, one
+#     task per core, on a DataFrame cached with one partition per worker (``repartition=False``:
+#     no shuffle per run).
 # First runs ("cold": Keras compiles; for ours the executors' Python workers also import Keras),
 # then ``pairs`` alternating warm runs of both (the baseline re-fits the same compiled model from
 # the same initial weights with a fresh optimizer; ours reuses the workers' compiled model, see
 # ``distkeras.spark.worker.cached_adapter``). The machine is shared, so the warm figure is the
 # median of the pairs' ratios.
 # Both sides record their weights every SNAPSHOT_S seconds (the baseline from a batch callback,
-# whose own time is excluded; ours from a thread copying the parameter server's center); all
+# whose own time is excluded; ours from a thread copying the parameter server's center), with
+# the samples trained on so far (the baseline's batches; the server's applied samples); all
 # snapshots are scored on the test set afterwards, so scoring costs neither side training time.
+# The time ratio splits into two measured factors (besides the job's start): the samples per
+# second (throughput; with and without the exchanges: the second is what data parallelism can
+# give on these cores) and the samples each side needs to reach the target (sample efficiency).
 # Time to target = the first snapshot whose test accuracy reaches TARGET_FRACTION of the first
 # baseline run's final test accuracy.
 
@@ -332,6 +337,11 @@ def _train_child(backend: str, settings: dict[str, Any]) -> dict[str, Any]:
                 self.t0 = time.perf_counter()
                 self.paused = 0.0
                 self.last = 0.0
+                self.samples = 0  # trained on so far
+                self.epoch = 0
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch = epoch
 
             def _now(self) -> float:
                 return time.perf_counter() - self.t0 - self.paused
@@ -341,10 +351,11 @@ def _train_child(backend: str, settings: dict[str, Any]) -> dict[str, Any]:
                 sync = getattr(self.model, "jax_state_sync", None)
                 if sync is not None:
                     sync()
-                self.snaps.append((p0 - self.t0 - self.paused, layout.flatten([np.asarray(w) for w in self.model.get_weights()])))
+                self.snaps.append((p0 - self.t0 - self.paused, layout.flatten([np.asarray(w) for w in self.model.get_weights()]), self.samples))
                 self.paused += time.perf_counter() - p0
 
             def on_train_batch_end(self, batch, logs=None):
+                self.samples = self.epoch * rows + min((batch + 1) * settings["baseline_batch"], rows)
                 if self._now() - self.last >= SNAPSHOT_S:
                     self.last = self._now()
                     self._take()
@@ -376,7 +387,7 @@ def _train_child(backend: str, settings: dict[str, Any]) -> dict[str, Any]:
             spec = ModelSpec.from_model(_student(keras), keras.optimizers.Adam(chosen["lr"]), "sparse_categorical_crossentropy", ["accuracy"])
             strategy = get_strategy(name, **chosen["params"])
             started.clear()
-            centers: list[tuple[float, np.ndarray]] = []
+            centers: list[tuple[float, np.ndarray, int]] = []
             stop = threading.Event()
             t0 = time.perf_counter()
 
@@ -384,7 +395,8 @@ def _train_child(backend: str, settings: dict[str, Any]) -> dict[str, Any]:
                 while not stop.wait(SNAPSHOT_S):
                     if started:
                         try:
-                            centers.append((time.perf_counter() - t0, started[0].center()))
+                            samples = started[0].stats()["applied_samples"]
+                            centers.append((time.perf_counter() - t0, started[0].center(), samples))
                         except Exception:  # stopped
                             break
 
@@ -399,7 +411,7 @@ def _train_child(backend: str, settings: dict[str, Any]) -> dict[str, Any]:
             wall = time.perf_counter() - t0
             stop.set()
             watcher.join()
-            centers.append((wall, result.center))
+            centers.append((wall, result.center, rows * settings["ours_epochs"]))
             h = result.history
             workers = []
             for w in h.workers:
@@ -443,8 +455,8 @@ def _train_child(backend: str, settings: dict[str, Any]) -> dict[str, Any]:
             runs["ours_warm_repartitioned"] = attempt("ours_warm_repartitioned", lambda: run_ours(strategies[0], repartition=True))
         for run in runs.values():  # score every snapshot now
             snaps = run.pop("snaps")
-            accs = _scores(scorer, [flat for _, flat in snaps], x_test, y_test)
-            run["curve"] = [[round(t, 3), round(a, 5)] for (t, _), a in zip(snaps, accs)]
+            accs = _scores(scorer, [flat for _, flat, _ in snaps], x_test, y_test)
+            run["curve"] = [[round(t, 3), round(a, 5), int(n)] for (t, _, n), a in zip(snaps, accs)]
         return {"backend": backend, "session_start_s": session_s, "first_job_s": first_job_s, "settings": settings, "runs": runs}
     finally:
         spark.stop()
@@ -478,9 +490,18 @@ def _run_child(flag: str, backend: str, settings: dict[str, Any], timeout: float
 
 
 def _time_to(curve: list[list[float]], target: float) -> float | None:
-    for t, acc in curve:
+    """Seconds until the curve ([seconds, accuracy, samples] points) first reaches target."""
+    for t, acc, *_ in curve:
         if acc >= target:
             return t
+    return None
+
+
+def _samples_to(curve: list[list[float]], target: float) -> int | None:
+    """Samples trained on when the curve first reaches target (None: never, or no count)."""
+    for point in curve:
+        if point[1] >= target:
+            return int(point[2]) if len(point) > 2 else None
     return None
 
 
@@ -513,6 +534,70 @@ def _median_of_pairs(name: str, unit: str, pairs: list[tuple[float, float]], tar
     )
 
 
+def training_results(backend: str, child: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of one backend's training child (its runs and settings), and the derived
+    figures added to ``child``: a function of the measurements alone, so that the rows of a
+    saved run can be derived again."""
+    results: list[dict[str, Any]] = []
+    settings, runs = child["settings"], child["runs"]
+    target = TARGET_FRACTION * runs["baseline_cold"]["curve"][-1][1]
+    for run in runs.values():
+        run["time_to_target_s"] = _time_to(run["curve"], target)
+        run["final_accuracy"] = run["curve"][-1][1] if run["curve"] else None
+
+    def t(name: str) -> float:
+        value = runs[name]["time_to_target_s"]
+        return float("inf") if value is None else value
+
+    pairs = range(settings["pairs"])
+    first = settings["strategies"][0]
+    results.append(result(f"{backend}: {first} x2, time to {TARGET_FRACTION:.0%} acc, 1st run", "s", t("ours_cold"), t("baseline_cold"), "Keras model.fit, 1 process, first fit", target=None, higher_is_better=False))
+    per_strategy = {}
+    for name in settings["strategies"]:
+        row = _median_of_pairs(f"{backend}: {name} x2, time to {TARGET_FRACTION:.0%} acc, warm", "s", [(t(f"{name}_warm_{i}"), t(f"baseline_warm_{i}")) for i in pairs], None, False)
+        per_strategy[name] = row
+        results.append(row)
+    fastest = max(per_strategy, key=lambda n: per_strategy[n]["ratio"])
+    best = dict(per_strategy[fastest])
+    best["name"] = f"{backend}: fastest strategy ({fastest}), time to {TARGET_FRACTION:.0%} acc"
+    best["target"] = TIME_TARGET
+    best["meets_target"] = bool(best["ratio"] >= TIME_TARGET)
+    results.append(best)
+    baseline_s = t("baseline_warm_0")
+    child["fastest_strategy"] = fastest
+    child["baseline_time_to_target_s"] = baseline_s
+    child["task_big_enough"] = bool(baseline_s >= MIN_BASELINE_S)
+
+    # Once running: samples per second of training (the fastest strategy's slower worker, its
+    # windows and exchanges, no job start or compiling; baseline: its whole warm fit without
+    # the snapshots' pauses, the time of its last curve point).
+    samples = settings["rows"] * settings["ours_epochs"]
+    baseline_rate = [settings["rows"] * settings["baseline_epochs"] / runs[f"baseline_warm_{i}"]["curve"][-1][0] for i in pairs]
+    workers = [runs[f"{fastest}_warm_{i}"]["workers"] for i in pairs]
+    rates = [(samples / max(w["train_s"] + w["exchange_s"] for w in workers[i]), baseline_rate[i]) for i in pairs]
+    results.append(_median_of_pairs(f"{backend}: {fastest} x2, training throughput, warm", "samples/s", rates, None, True))
+    # What data parallelism gives on these cores: the same workers' samples per second while
+    # training alone (their windows, without the exchanges between them).
+    compute = [(samples / max(w["train_s"] for w in workers[i]), baseline_rate[i]) for i in pairs]
+    results.append(_median_of_pairs(f"{backend}: {fastest} x2, training throughput without the exchanges (data-parallel ceiling), warm", "samples/s", compute, None, True))
+    child["exchange_share"] = statistics.median(w["exchange_s"] / (w["train_s"] + w["exchange_s"]) for w in workers[0])
+    child["samples_to_target"] = {name: _samples_to(run["curve"], target) for name, run in runs.items()}
+    child["target_accuracy"] = target
+    # Samples each side trained on to reach the target (above 1: ours needs fewer), and the
+    # time ratio the fastest strategy would reach if its exchanges and the job's start cost
+    # nothing: the samples it needed at the workers' training-only rate, against the baseline's
+    # time to target.
+    needed = [(child["samples_to_target"][f"{fastest}_warm_{i}"], child["samples_to_target"][f"baseline_warm_{i}"]) for i in pairs]
+    child["time_ratio_bound"] = None
+    if all(o and b for o, b in needed):
+        results.append(_median_of_pairs(f"{backend}: {fastest} x2, samples to {TARGET_FRACTION:.0%} acc (sample efficiency), warm", "samples", needed, None, False))
+        free = [(needed[i][0] / compute[i][0], t(f"baseline_warm_{i}")) for i in pairs]
+        bound = _median_of_pairs(f"{backend}: {fastest} x2, time to {TARGET_FRACTION:.0%} acc if exchanges and job start were free (ceiling), warm", "s", free, None, False)
+        results.append(bound)
+        child["time_ratio_bound"] = bound["ratio"]
+    return results
+
+
 def section_training(spark, args) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     results: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
@@ -520,56 +605,7 @@ def section_training(spark, args) -> tuple[list[dict[str, Any]], dict[str, Any]]
     for backend in [b for b in args.backends.split(",") if b]:
         child = _run_child("--train-child", backend, settings, 3600)
         child["child_wall_s"] = child.pop("process_s")
-        runs = child["runs"]
-        target = TARGET_FRACTION * runs["baseline_cold"]["curve"][-1][1]
-        for run in runs.values():
-            run["time_to_target_s"] = _time_to(run["curve"], target)
-            run["final_accuracy"] = run["curve"][-1][1] if run["curve"] else None
-
-        def t(name: str) -> float:
-            value = runs[name]["time_to_target_s"]
-            return float("inf") if value is None else value
-
-        first = settings["strategies"][0]
-        results.append(
-            result(
-                f"{backend}: {first} x2, time to {TARGET_FRACTION:.0%} acc, 1st run",
-                "s",
-                t("ours_cold"),
-                t("baseline_cold"),
-                "Keras model.fit, 1 process, first fit",
-                target=None,
-                higher_is_better=False,
-            )
-        )
-        per_strategy = {}
-        for name in settings["strategies"]:
-            pairs = [(t(f"{name}_warm_{i}"), t(f"baseline_warm_{i}")) for i in range(settings["pairs"])]
-            row = _median_of_pairs(f"{backend}: {name} x2, time to {TARGET_FRACTION:.0%} acc, warm", "s", pairs, None, False)
-            per_strategy[name] = row
-            results.append(row)
-        fastest = max(per_strategy, key=lambda n: per_strategy[n]["ratio"])
-        best = dict(per_strategy[fastest])
-        best["name"] = f"{backend}: fastest strategy ({fastest}), time to {TARGET_FRACTION:.0%} acc"
-        best["target"] = TIME_TARGET
-        best["meets_target"] = bool(best["ratio"] >= TIME_TARGET)
-        results.append(best)
-        baseline_s = t("baseline_warm_0")
-        child["fastest_strategy"] = fastest
-        child["baseline_time_to_target_s"] = baseline_s
-        child["task_big_enough"] = bool(baseline_s >= MIN_BASELINE_S)
-        # Once running: samples per second of training alone (the fastest strategy's slower
-        # worker's windows and exchanges, no job start or compiling; baseline: its whole warm fit).
-        samples = settings["rows"] * settings["ours_epochs"]
-        rates = [
-            (
-                samples / max(w["train_s"] + w["exchange_s"] for w in runs[f"{fastest}_warm_{i}"]["workers"]),
-                settings["rows"] * settings["baseline_epochs"] / runs[f"baseline_warm_{i}"]["wall_s"],
-            )
-            for i in range(settings["pairs"])
-        ]
-        results.append(_median_of_pairs(f"{backend}: {fastest} x2, training throughput, warm", "samples/s", rates, None, True))
-        child["target_accuracy"] = target
+        results += training_results(backend, child)
         extra[f"training_{backend}"] = child
     extra["training_note"] = (
         f"time until the test accuracy reaches {TARGET_FRACTION:.0%} of plain Keras's final test accuracy (its first run), "
@@ -578,8 +614,14 @@ def section_training(spark, args) -> tuple[list[dict[str, Any]], dict[str, Any]]
         "recommended settings (strategy_settings: distkeras.core.recommend), 2 workers; ratio = baseline/ours (above 1: ours is faster); target "
         f"{TIME_TARGET} for the fastest strategy (named), warm; task_big_enough: plain model.fit needed >= "
         f"{MIN_BASELINE_S:.0f} s to the target (the task is meant to); the SparkSession start and the Python workers' start are reported "
-        "apart (session_start_s, first_job_s); per run: curve [[seconds, test accuracy]]; ours per worker: task_start_s "
-        "(job launch + Arrow feed), build_s (Keras import + model), first_window_s (includes compiling), train_s, exchange_s"
+        "apart (session_start_s, first_job_s); ours per worker: task_start_s "
+        "(job launch + Arrow feed), build_s (Keras import + model), first_window_s (includes compiling), train_s, exchange_s; "
+        "the time ratio splits into measured factors: training throughput (with the exchanges, and without them: the "
+        "data-parallel ceiling of these cores) and sample efficiency (the samples model.fit needs to the target over the "
+        "samples the strategy needs; curve points [seconds, accuracy, samples]); time_ratio_bound: the ratio the fastest "
+        "strategy would reach if its exchanges and the job's start cost nothing (the samples it needed at its workers' "
+        "training-only rate, against model.fit's time to target); exchange_share: the share of the workers' training "
+        "time spent exchanging"
     )
     return results, extra
 
