@@ -564,10 +564,15 @@ def training_results(backend: str, child: dict[str, Any]) -> list[dict[str, Any]
     best["meets_target"] = bool(best["ratio"] >= TIME_TARGET)
     results.append(best)
     baseline_s = t("baseline_warm_0")
+    child["time_ratio_bound"] = None
     child["fastest_strategy"] = fastest
     child["baseline_time_to_target_s"] = baseline_s
     child["task_big_enough"] = bool(baseline_s >= MIN_BASELINE_S)
 
+    child["target_accuracy"] = target
+    child["samples_to_target"] = {name: _samples_to(run["curve"], target) for name, run in runs.items()}
+    if not all(runs[f"{fastest}_warm_{i}"].get("workers") and runs[f"baseline_warm_{i}"]["curve"] for i in pairs):
+        return results  # a failed run (its error is in its record): nothing to split
     # Once running: samples per second of training (the fastest strategy's slower worker, its
     # windows and exchanges, no job start or compiling; baseline: its whole warm fit without
     # the snapshots' pauses, the time of its last curve point).
@@ -581,14 +586,11 @@ def training_results(backend: str, child: dict[str, Any]) -> list[dict[str, Any]
     compute = [(samples / max(w["train_s"] for w in workers[i]), baseline_rate[i]) for i in pairs]
     results.append(_median_of_pairs(f"{backend}: {fastest} x2, training throughput without the exchanges (data-parallel ceiling), warm", "samples/s", compute, None, True))
     child["exchange_share"] = statistics.median(w["exchange_s"] / (w["train_s"] + w["exchange_s"]) for w in workers[0])
-    child["samples_to_target"] = {name: _samples_to(run["curve"], target) for name, run in runs.items()}
-    child["target_accuracy"] = target
     # Samples each side trained on to reach the target (above 1: ours needs fewer), and the
     # time ratio the fastest strategy would reach if its exchanges and the job's start cost
     # nothing: the samples it needed at the workers' training-only rate, against the baseline's
     # time to target.
     needed = [(child["samples_to_target"][f"{fastest}_warm_{i}"], child["samples_to_target"][f"baseline_warm_{i}"]) for i in pairs]
-    child["time_ratio_bound"] = None
     if all(o and b for o, b in needed):
         results.append(_median_of_pairs(f"{backend}: {fastest} x2, samples to {TARGET_FRACTION:.0%} acc (sample efficiency), warm", "samples", needed, None, False))
         free = [(needed[i][0] / compute[i][0], t(f"baseline_warm_{i}")) for i in pairs]
