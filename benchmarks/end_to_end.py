@@ -604,6 +604,8 @@ def section_training(spark, args) -> tuple[list[dict[str, Any]], dict[str, Any]]
     results: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
     settings = train_settings(args.quick)
+    if args.strategies:
+        settings["strategies"] = args.strategies
     for backend in [b for b in args.backends.split(",") if b]:
         child = _run_child("--train-child", backend, settings, 3600)
         child["child_wall_s"] = child.pop("process_s")
@@ -684,6 +686,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--master", default="local[*]", help="Spark master (default local[*])")
     p.add_argument("--backends", default=None, help="training section: comma-separated Keras backends (default jax,tensorflow; --quick: jax)")
     p.add_argument("--cold-backends", default="jax,tensorflow", help="cold_start section: comma-separated Keras backends")
+    p.add_argument("--strategies", default=None, help=f"training section: comma-separated strategies (default: all of {', '.join(STRATEGY_SETTINGS)}; --quick: {', '.join(QUICK_STRATEGIES)})")
     p.add_argument("--train-child", help=argparse.SUPPRESS)
     p.add_argument("--cold-child", help=argparse.SUPPRESS)
     p.add_argument("--child-settings", help=argparse.SUPPRESS)
@@ -702,6 +705,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.backends is None:
         args.backends = "jax" if args.quick else "jax,tensorflow"
+    if args.strategies is not None:
+        args.strategies = [s for s in args.strategies.split(",") if s]
+        unknown = [s for s in args.strategies if s not in STRATEGY_SETTINGS]
+        if unknown or not args.strategies:
+            p.error(f"unknown strategies {unknown}; known: {list(STRATEGY_SETTINGS)}")
     names = [s for s in args.sections.split(",") if s]
     unknown = [s for s in names if s not in SECTIONS]
     if unknown:
