@@ -10,6 +10,8 @@ distkeras needs from Spark it reads here, the same way for both kinds of session
 - :func:`master`: the master URL the session's jobs run on;
 - :func:`num_partitions`: how many partitions a DataFrame has (under Connect, a light job
   that emits one row per partition: Connect has no other way to tell);
+- :func:`memory_bytes`: a memory setting (``spark.driver.memory``, ``spark.executor.pyspark.memory``)
+  in bytes, read as Spark reads it;
 - :func:`connect_host` / :func:`server_is_local`: where a Connect session's server runs. Under
   Connect the Python process that calls ``train`` (and hosts the parameter server) is the
   *client*, not the Spark driver: executors reach it on loopback only when the server, hence
@@ -20,6 +22,7 @@ Nothing here starts a session; pyspark is imported lazily.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
@@ -61,6 +64,15 @@ def app_id(spark: Any) -> str | None:
     if not is_connect(spark):
         return str(spark.sparkContext.applicationId)
     return conf_get(spark, "spark.app.id")
+
+
+def memory_bytes(text: str) -> int:
+    """A Spark memory setting in bytes: a number of MiB, or with a unit (512m, 2g, 1t, 64kb).
+    ValueError naming the text otherwise."""
+    m = re.match(r"^\s*(\d+)\s*([kmgt]?)b?\s*$", str(text).lower())
+    if not m:
+        raise ValueError(f"cannot read the memory size {text!r}")
+    return int(m.group(1)) * 2 ** {"": 20, "k": 10, "m": 20, "g": 30, "t": 40}[m.group(2)]
 
 
 def _one_row(batches):

@@ -108,13 +108,11 @@ COMPRESSED_POINTERS_LIMIT = 32 * 2**30 - 2**20
 
 
 def _heap_bytes(memory: str) -> int:
-    """``spark.driver.memory`` in bytes ("4g", "512m", a bare number of MiB); 0 when unset or unreadable."""
-    text = str(memory or "").strip().lower().rstrip("b")
-    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+    """``spark.driver.memory`` in bytes (:func:`distkeras.spark.compat.memory_bytes`); 0 when unset or unreadable."""
+    from .compat import memory_bytes
+
     try:
-        if text and text[-1] in units:
-            return int(float(text[:-1]) * units[text[-1]])
-        return int(float(text) * 2**20) if text else 0
+        return memory_bytes(memory) if memory else 0
     except ValueError:
         return 0
 

@@ -73,14 +73,6 @@ def parse_feed_memory(value: Any) -> int | str:
     return size
 
 
-def _conf_bytes(text: str) -> int:
-    """A JVM memory string (``spark.executor.pyspark.memory``: a number of MiB, or 512m, 2g...)."""
-    m = re.match(r"^\s*(\d+)\s*([kmgt]?)b?\s*$", text.lower())
-    if not m:
-        raise ValueError(f"cannot read the memory size {text!r}")
-    return int(m.group(1)) * 2 ** {"": 20, "k": 10, "m": 20, "g": 30, "t": 40}[m.group(2)]
-
-
 def resolve_budget(feed_memory: Any, spark=None) -> int:
     """Each worker's feed budget in bytes (on the driver). ``"auto"``: half of
     ``spark.executor.pyspark.memory`` shared by the tasks an executor runs at once
@@ -89,13 +81,13 @@ def resolve_budget(feed_memory: Any, spark=None) -> int:
     if value != "auto":
         return int(value)
     if spark is not None:
-        from distkeras.spark.compat import conf_get
+        from distkeras.spark.compat import conf_get, memory_bytes
 
         python_memory = conf_get(spark, "spark.executor.pyspark.memory")
         if python_memory:
             cores = int(conf_get(spark, "spark.executor.cores") or 1)
             tasks = max(1, cores // max(1, int(conf_get(spark, "spark.task.cpus") or 1)))
-            return max(MIN_BUDGET, _conf_bytes(python_memory) // 2 // tasks)
+            return max(MIN_BUDGET, memory_bytes(python_memory) // 2 // tasks)
     return DEFAULT_BUDGET
 
 
