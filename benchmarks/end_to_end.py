@@ -489,20 +489,21 @@ def _run_child(flag: str, backend: str, settings: dict[str, Any], timeout: float
     return child
 
 
+def _reached(curve: list[list[float]], target: float) -> list[float] | None:
+    """The first point of a curve ([seconds, accuracy, samples] points) at or above target."""
+    return next((point for point in curve if point[1] >= target), None)
+
+
 def _time_to(curve: list[list[float]], target: float) -> float | None:
-    """Seconds until the curve ([seconds, accuracy, samples] points) first reaches target."""
-    for t, acc, *_ in curve:
-        if acc >= target:
-            return t
-    return None
+    """Seconds until the curve first reaches target (None: never)."""
+    point = _reached(curve, target)
+    return None if point is None else point[0]
 
 
 def _samples_to(curve: list[list[float]], target: float) -> int | None:
     """Samples trained on when the curve first reaches target (None: never, or no count)."""
-    for point in curve:
-        if point[1] >= target:
-            return int(point[2]) if len(point) > 2 else None
-    return None
+    point = _reached(curve, target)
+    return int(point[2]) if point is not None and len(point) > 2 else None
 
 
 def train_settings(quick: bool) -> dict[str, Any]:
