@@ -171,8 +171,12 @@ def task_optimizer_state(keras, backend, workdir):
     return facts
 
 
+LONG = 11  # batches of the last window: longer than the JAX fast path's chunk of 8 steps
+
+
 def task_fast_vs_generic(keras, backend, workdir):
-    """The fast path against the generic reference: same weights and logs, window after window."""
+    """The fast path against the generic reference: same weights and logs, window after window,
+    the last one longer than a compiled chunk (on JAX: one chunk of 8 steps, then 3 single steps)."""
     keras.utils.set_random_seed(3)
     model = keras.Sequential(
         [
@@ -187,15 +191,19 @@ def task_fast_vs_generic(keras, backend, workdir):
         model, keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"]
     )
     rng = np.random.default_rng(5)
-    x = rng.normal(size=(3 * W * B, 8, 8, 1)).astype("float32")
+    x = rng.normal(size=((3 * W + LONG) * B, 8, 8, 1)).astype("float32")
     y = rng.integers(0, 3, size=len(x))
     xb, yb = make_batches(x, y, B)
     fast, generic = KerasAdapter.from_spec(spec), KerasAdapter.from_spec(spec, fast=False)
     assert generic.fast_path is None
     facts = {"fast_path": fast.fast_path, "weight_diffs": [], "loss_diffs": []}
-    for i in range(3):
-        lf = fast.train_window(xb[i * W : (i + 1) * W], yb[i * W : (i + 1) * W])
-        lg = generic.train_window(list(xb[i * W : (i + 1) * W]), list(yb[i * W : (i + 1) * W]))
+    runner = getattr(fast, "_window_runner", None)
+    if hasattr(runner, "chunks"):  # JAX: the compiled calls of a window (start, steps)
+        facts["chunks"] = {n: runner.chunks(n) for n in (1, 5, 8, LONG, 16)}
+    bounds = [(i * W, (i + 1) * W) for i in range(3)] + [(3 * W, 3 * W + LONG)]
+    for a, b in bounds:
+        lf = fast.train_window(xb[a:b], yb[a:b])
+        lg = generic.train_window(list(xb[a:b]), list(yb[a:b]))
         assert sorted(lf) == sorted(lg), (lf, lg)
         facts["loss_diffs"].append(max(abs(lf[k] - lg[k]) for k in lf))
         facts["weight_diffs"].append(float(np.max(np.abs(fast.get_flat() - generic.get_flat()))))
