@@ -5,18 +5,26 @@ Every implementation has the same semantics: ``get(out)`` returns a new (or fill
 the model's variables, so that changing the vector afterwards never changes the model.
 
 The generic implementation uses the Keras public API (``convert_to_numpy`` /
-``variable.assign``). The JAX and TensorFlow ones do one copy each way:
+``variable.assign``). The JAX and TensorFlow ones avoid a Keras call per weight:
 
 * ``set`` on TensorFlow copies the vector once into a private, 64-byte-aligned buffer
   (each weight at an aligned offset) which the variables use as their storage without a
   further copy (a DLPack import). Nothing else ever writes that buffer while a variable
   may use it: it is only reused for a later ``set`` once NumPy's reference count shows
   that no tensor holds it any more;
-* ``set`` on JAX is one compiled call that takes the vector (one transfer) and returns
-  every weight as a new array (slices of it, reshaped). Measured on the 94k-parameter MLP
-  of ``benchmarks/end_to_end.py``, CPU: 0.15 ms, against 0.65 ms for the aligned buffer
-  with ``jax.device_put(..., may_alias=True)`` of each weight (one transfer per weight),
-  and about 1 ms less per training window in a worker's loop;
+* ``set`` on JAX takes one of two ways, whichever costs less for the layout:
+
+  - the aligned buffer as above, each weight then put with ``jax.device_put(...,
+    may_alias=True)``: one copy, but a fixed cost per weight (about 80 µs on this CPU);
+  - one compiled call that takes the vector (one transfer) and returns every weight as a new
+    array (slices of it, reshaped): two copies, one call.
+
+  Measured (CPU, 6 weights, a worker's loop of windows of 5 batches, 3 alternating runs):
+  the 94k-parameter MLP of ``benchmarks/end_to_end.py`` (0.4 MB) set in 0.41–0.44 ms per
+  window by the compiled split against 1.00–1.05 ms by the aligned puts; a 0.9M-parameter
+  MLP (3.6 MB) showed no clear difference (0.8–1.6 ms against 1.5–1.8 ms), where the split's
+  second copy grows with the bytes. The split is used while the vector is at most
+  :data:`SPLIT_BYTES_PER_WEIGHT` per weight, the aligned puts above;
 * ``get`` takes zero-copy views of the variables' buffers and copies them into the
   output vector.
 """
@@ -30,6 +38,9 @@ import numpy as np
 from distkeras.core.flat import FLAT_DTYPE, Layout
 
 _ALIGN = 64  # bytes; what XLA and Eigen want for zero-copy buffers
+#: JAX ``set``: the compiled split while the vector has at most this many bytes per weight
+#: (see the module docstring), else the aligned buffer with one put per weight
+SPLIT_BYTES_PER_WEIGHT = 400_000
 _STEP = _ALIGN // FLAT_DTYPE.itemsize
 
 
@@ -135,7 +146,9 @@ class _FastIO:
 
 class JaxWeightIO(_FastIO):
     """Zero-copy reads of the variables' buffers; writes through one compiled split of the
-    vector (one transfer in, new output arrays: the vector is never aliased)."""
+    vector (one transfer in, new output arrays: the vector is never aliased) or, for large
+    weights, a copy into an aligned buffer that each weight's ``device_put`` aliases
+    (``split_writes``, chosen from the layout, see the module docstring)."""
 
     name = "jax"
 
@@ -145,6 +158,13 @@ class JaxWeightIO(_FastIO):
 
         self._jax = jax
         self._split = None  # compiled on the first set (its shapes are the layout's)
+        self.split_writes = layout.size * FLAT_DTYPE.itemsize <= SPLIT_BYTES_PER_WEIGHT * max(1, len(layout.entries))
+        self.buffers = _PrivateBuffers(self.slots)
+        try:  # may_alias is recent; older JAX copies, which is correct too
+            jax.device_put(np.zeros(1, FLAT_DTYPE), may_alias=True)
+            self._put_kwargs = {"may_alias": True}
+        except TypeError:  # pragma: no cover - older jax
+            self._put_kwargs = {}
 
     def _arrays(self):
         return [np.asarray(v.value) for v in self.variables]
@@ -156,9 +176,13 @@ class JaxWeightIO(_FastIO):
     def set(self, vector: np.ndarray) -> None:
         if not self.slots.all_f32:
             return self._generic.set(vector)
-        if self._split is None:
-            self._split = self._compile_split()
-        for variable, array in zip(self.variables, self._split(vector)):
+        if self.split_writes:
+            if self._split is None:
+                self._split = self._compile_split()
+            arrays = self._split(vector)
+        else:
+            arrays = self._jax.device_put(self.buffers.copy_in(vector), **self._put_kwargs)
+        for variable, array in zip(self.variables, arrays):
             variable.assign(array)
 
 
