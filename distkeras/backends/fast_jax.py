@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from distkeras.backends.batches import map_structure, num_rows
+
 #: the most training steps one compiled call runs (see the module docstring)
 CHUNK_STEPS = 8
 
@@ -87,8 +89,6 @@ class JaxWindowRunner:
     def __call__(self, xs, ys, ws=None) -> dict[str, float]:
         """``xs``/``ys``: ``(n_batches, batch, ...)`` arrays, or lists/dicts of them (several
         inputs/outputs); ``ws``: optional ``(n_batches, batch)`` sample weights."""
-        from distkeras.backends.batches import map_structure, num_rows
-
         trainable, non_trainable, optimizer_vars, metric_vars = groups = self._groups()
         state = (
             [v.value for v in trainable],

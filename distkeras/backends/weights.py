@@ -132,6 +132,7 @@ class _FastIO:
         self.variables = list(variables)
         self.layout = layout
         self.slots = _Slots(layout)
+        self.buffers = _PrivateBuffers(self.slots)  # aligned copies for ``set`` (see the module docstring)
         self._generic = GenericWeightIO(variables, layout)
 
     def _arrays(self):  # zero-copy NumPy views of the variables' current values
@@ -159,7 +160,6 @@ class JaxWeightIO(_FastIO):
         self._jax = jax
         self._split = None  # compiled on the first set (its shapes are the layout's)
         self.split_writes = layout.size * FLAT_DTYPE.itemsize <= SPLIT_BYTES_PER_WEIGHT * max(1, len(layout.entries))
-        self.buffers = _PrivateBuffers(self.slots)
         try:  # may_alias is recent; older JAX copies, which is correct too
             jax.device_put(np.zeros(1, FLAT_DTYPE), may_alias=True)
             self._put_kwargs = {"may_alias": True}
@@ -200,8 +200,6 @@ class TFWeightIO(_FastIO):
     def __init__(self, variables, layout: Layout):
         super().__init__(variables, layout)
         import tensorflow as tf
-
-        self.buffers = _PrivateBuffers(self.slots)
 
         self._read = tf.raw_ops.ReadVariableOp
         self._assign = tf.raw_ops.AssignVariableOp
