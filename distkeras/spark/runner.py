@@ -33,6 +33,7 @@ from distkeras.core.strategies import Strategy
 from distkeras.ps.checkpoint import CheckpointError
 from distkeras.ps.protocol import new_secret
 
+from .cpu_policy import batch_scheduling_default
 from .history import History
 from .worker import WorkerConfig, decode_vector, encode_vector, run_worker
 
@@ -88,6 +89,9 @@ class RunOptions:
     # GPUs each worker's task asks Spark for (a stage-level ResourceProfile for the training stage
     # only; see distkeras.spark.gpus). 0: no GPUs, the default resources.
     gpus_per_worker: int = 0
+    # Train with the workers' threads under Linux's SCHED_BATCH (no preemption on wakeup; see
+    # distkeras.spark.cpu_policy). None: on unless $DISTKERAS_BATCH_SCHEDULING is 0.
+    batch_scheduling: bool | None = None
 
 
 def _server_stats(service) -> dict:
@@ -311,6 +315,7 @@ def run_training(
         codec=options.codec,
         seed=int(options.seed),
         input_shape=list(options.input_shape) if options.input_shape else None,
+        batch_scheduling=batch_scheduling_default() if options.batch_scheduling is None else bool(options.batch_scheduling),
     )
     if options.round_timeout is not None and not options.round_timeout > 0:
         raise ValueError(f"round_timeout must be > 0 seconds or None, got {options.round_timeout}")

@@ -23,6 +23,8 @@ from distkeras.core.codecs import get_codec
 from distkeras.core.strategies import get_strategy
 from distkeras.core.worker_loop import WindowResult, run_loop, should_stop  # noqa: F401  (should_stop: re-exported)
 
+from .cpu_policy import batch_scheduling
+
 
 @dataclass
 class WorkerConfig:
@@ -48,6 +50,8 @@ class WorkerConfig:
     # strategies without a server: return the weights at the end of every epoch (``epochs_b64``),
     # for the driver's per-epoch validation records and callbacks
     epoch_weights: bool = False
+    # train with the process's threads under SCHED_BATCH (distkeras.spark.cpu_policy)
+    batch_scheduling: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -278,7 +282,9 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, source) -> dict[
     if not strategy.exchanges:
         train = AdapterWindows(adapter, batches_per_epoch, config.batch_size, keep_weights=config.epoch_weights, cap=cap)
         loop = worker_loop.worker_loop(strategy, windows(stream, batches_per_epoch, cap), start=decode_vector(config.initial_b64), clock=clock)
-        result = run_loop(loop, None, train)
+        with batch_scheduling(config.batch_scheduling) as policy:
+            summary["cpu_policy"] = policy
+            result = run_loop(loop, None, train)
         summary.update(final_b64=encode_vector(result.weights), history=result.history)
         if config.epoch_weights:
             summary["epochs_b64"] = train.weights_b64
@@ -301,7 +307,9 @@ def run_worker(config: WorkerConfig, worker: int, attempt: int, source) -> dict[
     train = AdapterWindows(adapter, window, config.batch_size, cap=cap)
     try:
         # a rejected commit raises out of the loop and fails the task (see distkeras.core.worker_loop)
-        result = run_loop(worker_loop.worker_loop(strategy, windows(stream, window, cap), clock=clock), client, train)
+        with batch_scheduling(config.batch_scheduling) as policy:
+            summary["cpu_policy"] = policy
+            result = run_loop(worker_loop.worker_loop(strategy, windows(stream, window, cap), clock=clock), client, train)
     finally:
         client.close()
     summary.update(history=result.history, seconds=time.perf_counter() - t_start, stopped=result.stopped)

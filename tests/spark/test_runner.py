@@ -499,3 +499,25 @@ def test_repartition_false_takes_the_partitions_as_shards(spark, digits):
     with pytest.raises(ValueError, match=f"repartition=False, but the DataFrame has {WORKERS} partitions for 3 workers"):
         ADAG(make_mlp(), **trainer_kwargs(spark=spark, repartition=False, num_workers=3)).train(df)
     df.unpersist()
+
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+def test_workers_train_under_sched_batch_unless_turned_off(spark, digits, monkeypatch):
+    """Each worker trains with its threads under SCHED_BATCH (its summary says so; that the
+    threads get their policy back is tests/spark/test_cpu_policy.py's), and
+    DISTKERAS_BATCH_SCHEDULING=0 on the driver turns it off for the run."""
+    from distkeras.frontends.trainers import DOWNPOUR
+
+    train_df, _, _ = digits
+    trainer = DOWNPOUR(make_mlp(), **trainer_kwargs(spark=spark, num_epoch=1))
+    trainer.train(train_df)
+    workers = trainer.history.workers
+    assert [w["cpu_policy"]["policy"] for w in workers] == ["batch"] * WORKERS
+    assert all(w["cpu_policy"]["threads"] >= 1 for w in workers)
+
+    monkeypatch.setenv("DISTKERAS_BATCH_SCHEDULING", "0")
+    trainer = DOWNPOUR(make_mlp(), **trainer_kwargs(spark=spark, num_epoch=1))
+    trainer.train(train_df)
+    assert [w["cpu_policy"]["policy"] for w in trainer.history.workers] == ["unchanged"] * WORKERS
