@@ -607,6 +607,8 @@ def section_training(spark, args) -> tuple[list[dict[str, Any]], dict[str, Any]]
     settings = train_settings(args.quick)
     if args.strategies:
         settings["strategies"] = args.strategies
+    if args.pairs:
+        settings["pairs"] = args.pairs
     for backend in [b for b in args.backends.split(",") if b]:
         child = _run_child("--train-child", backend, settings, 3600)
         child["child_wall_s"] = child.pop("process_s")
@@ -688,6 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backends", default=None, help="training section: comma-separated Keras backends (default jax,tensorflow; --quick: jax)")
     p.add_argument("--cold-backends", default="jax,tensorflow", help="cold_start section: comma-separated Keras backends")
     p.add_argument("--strategies", default=None, help=f"training section: comma-separated strategies (default: all of {', '.join(STRATEGY_SETTINGS)}; --quick: {', '.join(QUICK_STRATEGIES)})")
+    p.add_argument("--pairs", type=int, default=None, help="training section: alternating (model.fit, strategies) warm pairs; the ratios are the median over the pairs (default 1)")
     p.add_argument("--train-child", help=argparse.SUPPRESS)
     p.add_argument("--cold-child", help=argparse.SUPPRESS)
     p.add_argument("--child-settings", help=argparse.SUPPRESS)
@@ -709,8 +712,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.strategies is not None:
         args.strategies = [s for s in args.strategies.split(",") if s]
         unknown = [s for s in args.strategies if s not in STRATEGY_SETTINGS]
-        if unknown or not args.strategies:
+        if not args.strategies:
+            p.error(f"--strategies names none; known: {list(STRATEGY_SETTINGS)}")
+        if unknown:
             p.error(f"unknown strategies {unknown}; known: {list(STRATEGY_SETTINGS)}")
+    if args.pairs is not None and args.pairs < 1:
+        p.error(f"--pairs must be at least 1, got {args.pairs}")
     names = [s for s in args.sections.split(",") if s]
     unknown = [s for s in names if s not in SECTIONS]
     if unknown:
