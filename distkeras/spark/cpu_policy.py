@@ -2,13 +2,13 @@
 
 A worker that trains on CPU is batch compute: its main thread and the backend's thread pool
 (XLA's on JAX, TensorFlow's intra- and inter-op pools) run flat out, and on a shared host the
-other workers' pools compete with them for the same cores. Under the default policy
-(``SCHED_OTHER``) a thread that wakes up (a pool thread handed a shard of a matrix product)
-preempts a running one, often a thread of the other worker in the middle of its own parallel
-operation, which then waits for the shard that was preempted. ``SCHED_BATCH`` (``sched(7)``)
-tells the kernel that the thread is CPU-bound: it is not allowed to preempt on wakeup, so each
-thread keeps its core for its time slice. Nothing else changes (priority, nice value and
-fairness are the same; any user may select it for their own threads).
+other workers' pools compete with them for the same cores. ``SCHED_BATCH`` (``sched(7)``) tells
+the kernel that a thread is CPU-bound: a thread of that policy that wakes up does not preempt
+the running one. Nothing else changes (priority, nice value and fair share are the same; any
+user may select it for their own threads). What it changes for the workers is measured below;
+the likely reason, not measured apart, is that under the default policy (``SCHED_OTHER``) a pool
+thread handed a shard of a matrix product preempts a thread of the other worker in the middle of
+its own parallel operation, which then waits for its preempted shard.
 
 Measured on the 2-core test machine, two DOWNPOUR workers of the benchmark's 94k-parameter MLP
 (JAX, real worker loop and parameter server, no Spark): 71.8k and 70.2k samples/s together
@@ -60,39 +60,55 @@ def _set_policy(tid: int, policy: int) -> bool:
 
 @contextmanager
 def batch_scheduling(enabled: bool = True) -> Iterator[dict[str, Any]]:
-    """Run the block with every thread of this process under ``SCHED_BATCH`` (threads started
-    inside the block inherit it from the thread that starts them), and give each thread its
-    previous policy back afterwards (threads started inside the block get the policy the
-    process's threads had before). Yields a record for the worker's summary: ``policy``
-    (``"batch"`` or ``"unchanged"``), ``threads`` (how many were switched) or ``reason``.
-
-    A thread whose policy cannot be changed (a real-time thread without the privilege to leave
-    its class) raises ``PermissionError``: that is a misconfigured host, not something to hide."""
+    """Run the block with the threads of this process that have the default policy under
+    ``SCHED_BATCH`` (threads started inside the block inherit it from the thread that starts
+    them), and give them ``SCHED_OTHER`` back afterwards, those started inside the block too;
+    threads of another policy (also those already under ``SCHED_BATCH``) are left as they are.
+    Yields a record for the worker's summary: ``policy`` (``"batch"`` or ``"unchanged"``),
+    ``threads`` (how many were switched) or ``reason``. A host that refuses the change (a sandbox that filters the system call) trains
+    under the default policy, and the record names the refusal: the policy is a speed-up, not
+    a condition of training."""
     if not enabled:
         yield {"policy": "unchanged", "reason": f"turned off (batch_scheduling=False or {ENV_BATCH_SCHEDULING}=0)"}
         return
     if not hasattr(os, "SCHED_BATCH") or not hasattr(os, "sched_setscheduler") or not os.path.isdir(_TASKS):
         yield {"policy": "unchanged", "reason": "SCHED_BATCH needs Linux"}
         return
-    before: dict[int, int] = {}
+    switched: list[int] = []
+    already: set[int] = set()  # threads that were SCHED_BATCH before: they stay so
+    refused: OSError | None = None
     for tid in _thread_ids():
         try:
-            before[tid] = os.sched_getscheduler(tid)
+            policy = os.sched_getscheduler(tid)
+            if policy == os.SCHED_BATCH:
+                already.add(tid)
+            elif policy == os.SCHED_OTHER and _set_policy(tid, os.SCHED_BATCH):
+                switched.append(tid)
+        except ProcessLookupError:  # the thread exited between the listing and this call
+            continue
+        except OSError as exc:
+            refused = exc
+            break
+    if refused is not None:
+        _give_back(already)
+        yield {"policy": "unchanged", "reason": f"the host refused SCHED_BATCH: {refused}"}
+        return
+    try:
+        yield {"policy": "batch", "threads": len(switched)}
+    finally:
+        _give_back(already)
+
+
+def _give_back(already: set[int]) -> None:
+    """Every thread of this process under SCHED_BATCH, but those in ``already``, back to SCHED_OTHER."""
+    for tid in _thread_ids():
+        if tid in already:
+            continue
+        try:
+            if os.sched_getscheduler(tid) == os.SCHED_BATCH:
+                _set_policy(tid, os.SCHED_OTHER)
         except ProcessLookupError:
             continue
-    switched = sum(_set_policy(tid, os.SCHED_BATCH) for tid, policy in before.items() if policy == os.SCHED_OTHER)
-    try:
-        yield {"policy": "batch", "threads": switched}
-    finally:
-        default = os.SCHED_OTHER
-        for tid in _thread_ids():
-            try:
-                now = os.sched_getscheduler(tid)
-            except ProcessLookupError:
-                continue
-            previous = before.get(tid, default)
-            if now == os.SCHED_BATCH and previous != os.SCHED_BATCH:
-                _set_policy(tid, previous)
 
 
 __all__ = ["ENV_BATCH_SCHEDULING", "batch_scheduling", "batch_scheduling_default"]

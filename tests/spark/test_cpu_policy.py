@@ -89,6 +89,29 @@ def test_the_policy_comes_back_when_training_fails():
     assert set(policies().values()) == {os.SCHED_OTHER}
 
 
+@linux
+def test_a_host_that_refuses_the_policy_trains_under_the_default_and_says_so(monkeypatch):
+    real = os.sched_setscheduler
+    calls = []
+
+    def refuse_the_second(tid, policy, param):
+        calls.append(tid)
+        if len(calls) == 2:
+            raise PermissionError(1, "Operation not permitted")
+        real(tid, policy, param)
+
+    helper = Parked()  # at least two threads, so that one is switched before the refusal
+    helper.start()
+    try:
+        monkeypatch.setattr(os, "sched_setscheduler", refuse_the_second)
+        with batch_scheduling(True) as record:
+            assert set(policies().values()) == {os.SCHED_OTHER}  # the one switched was given back
+        assert record == {"policy": "unchanged", "reason": "the host refused SCHED_BATCH: [Errno 1] Operation not permitted"}
+    finally:
+        monkeypatch.undo()
+        helper.end()
+
+
 def test_turned_off_changes_nothing():
     before = policies()
     with batch_scheduling(False) as record:
