@@ -30,6 +30,8 @@ import os
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from distkeras.core.cache_dirs import OFF, ON
+
 ENV_BATCH_SCHEDULING = "DISTKERAS_BATCH_SCHEDULING"
 _TASKS = "/proc/self/task"
 
@@ -38,9 +40,9 @@ def batch_scheduling_default() -> bool:
     """Whether workers train under ``SCHED_BATCH`` when the run does not say:
     ``$DISTKERAS_BATCH_SCHEDULING`` (``0``/``off``/``false``/``no`` turn it off), else on."""
     value = os.environ.get(ENV_BATCH_SCHEDULING, "").strip().lower()
-    if value in ("0", "off", "false", "no"):
+    if value in OFF:
         return False
-    if value in ("", "1", "on", "true", "yes"):
+    if not value or value in ON:
         return True
     raise ValueError(f"{ENV_BATCH_SCHEDULING}={value!r}: use 1 (on, the default) or 0 (off)")
 
@@ -49,13 +51,8 @@ def _thread_ids() -> list[int]:
     return [int(tid) for tid in os.listdir(_TASKS)]
 
 
-def _set_policy(tid: int, policy: int) -> bool:
-    """Give thread ``tid`` ``policy``; False when the thread ended meanwhile."""
-    try:
-        os.sched_setscheduler(tid, policy, os.sched_param(0))
-    except ProcessLookupError:  # the thread exited between the listing and this call
-        return False
-    return True
+def _set_policy(tid: int, policy: int) -> None:
+    os.sched_setscheduler(tid, policy, os.sched_param(0))
 
 
 @contextmanager
@@ -65,9 +62,9 @@ def batch_scheduling(enabled: bool = True) -> Iterator[dict[str, Any]]:
     them), and give them ``SCHED_OTHER`` back afterwards, those started inside the block too;
     threads of another policy (also those already under ``SCHED_BATCH``) are left as they are.
     Yields a record for the worker's summary: ``policy`` (``"batch"`` or ``"unchanged"``),
-    ``threads`` (how many were switched) or ``reason``. A host that refuses the change (a sandbox that filters the system call) trains
-    under the default policy, and the record names the refusal: the policy is a speed-up, not
-    a condition of training."""
+    ``threads`` (how many were switched) or ``reason``. A host that refuses the change (a
+    sandbox that filters the system call) trains under the default policy, and the record names
+    the refusal: the policy is a speed-up, not a condition of training."""
     if not enabled:
         yield {"policy": "unchanged", "reason": f"turned off (batch_scheduling=False or {ENV_BATCH_SCHEDULING}=0)"}
         return
@@ -82,7 +79,8 @@ def batch_scheduling(enabled: bool = True) -> Iterator[dict[str, Any]]:
             policy = os.sched_getscheduler(tid)
             if policy == os.SCHED_BATCH:
                 already.add(tid)
-            elif policy == os.SCHED_OTHER and _set_policy(tid, os.SCHED_BATCH):
+            elif policy == os.SCHED_OTHER:
+                _set_policy(tid, os.SCHED_BATCH)
                 switched.append(tid)
         except ProcessLookupError:  # the thread exited between the listing and this call
             continue
@@ -107,7 +105,7 @@ def _give_back(already: set[int]) -> None:
         try:
             if os.sched_getscheduler(tid) == os.SCHED_BATCH:
                 _set_policy(tid, os.SCHED_OTHER)
-        except ProcessLookupError:
+        except ProcessLookupError:  # the thread exited between the listing and this call
             continue
 
 

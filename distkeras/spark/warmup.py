@@ -24,6 +24,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from distkeras.core.cache_dirs import OFF
+
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
 
@@ -83,7 +85,7 @@ class Warmup:
 
 
 def enabled() -> bool:
-    return os.environ.get(ENV_WARMUP, "1").strip().lower() not in {"0", "off", "false", "no"}
+    return os.environ.get(ENV_WARMUP, "1").strip().lower() not in OFF
 
 
 _lock = threading.Lock()

@@ -501,7 +501,6 @@ def test_repartition_false_takes_the_partitions_as_shards(spark, digits):
     df.unpersist()
 
 
-
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
 def test_workers_train_under_sched_batch_unless_turned_off(spark, digits, monkeypatch):
