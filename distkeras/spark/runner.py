@@ -33,6 +33,7 @@ from distkeras.core.strategies import Strategy
 from distkeras.ps.checkpoint import CheckpointError
 from distkeras.ps.protocol import new_secret
 
+from . import keep_warm
 from .cpu_policy import batch_scheduling_default
 from .history import History
 from .worker import WorkerConfig, decode_vector, encode_vector, run_worker
@@ -92,6 +93,10 @@ class RunOptions:
     # Train with the workers' threads under Linux's SCHED_BATCH (no preemption on wakeup; see
     # distkeras.spark.cpu_policy). None: on unless $DISTKERAS_BATCH_SCHEDULING is 0.
     batch_scheduling: bool | None = None
+    # Seconds to keep the executors' Python workers alive after the run (Keras imported, model
+    # built and compiled: the next run starts in them), which Spark otherwise kills after a
+    # minute idle; see distkeras.spark.keep_warm. None: $DISTKERAS_KEEP_WARM, else 600; 0: off.
+    keep_warm_s: float | None = None
 
 
 def _server_stats(service) -> dict:
@@ -281,6 +286,7 @@ def run_training(
     num_workers = 1 if strategy.name == "single" else int(options.num_workers)
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    keep_warm.check_keep_seconds(options.keep_warm_s)  # a bad value fails before any job
     from . import gpus
 
     gpus_per_worker = gpus.check_gpus_per_worker(options.gpus_per_worker)
@@ -401,10 +407,7 @@ def run_training(
 
         want_epochs = evaluate_center is not None or on_epoch is not None
         monitor = _Monitor(service, total, options.progress, strategy.name, epoch_record if want_epochs else None)
-        from .warmup import note_trained
-
-        with monitor:
-            note_trained(spark)  # whatever the job's outcome, the workers it started are warm now
+        with monitor, keep_warm.training(spark, options.keep_warm_s) as kept:
             summaries = tasks.run_workers(
                 prepared,
                 worker_fn,
@@ -418,6 +421,7 @@ def run_training(
                 profile=profile,
             )
         history.timings["train_seconds"] = time.perf_counter() - t1
+        history.timings["keep_warm_s"] = kept["keep_s"]
         members: list[np.ndarray] = []
         stopped_at: int | None = None
         if service is not None:

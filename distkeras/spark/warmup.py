@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from distkeras.core.cache_dirs import OFF
 
+from .keep_warm import workers_warm
+
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
 
@@ -90,26 +92,6 @@ def enabled() -> bool:
 
 _lock = threading.Lock()
 _last: dict[tuple, Warmup] = {}
-_trained: set[str] = set()  # applications that ran a training job: their Python workers are warm
-
-
-def _app(spark) -> str | None:
-    from .compat import app_id
-
-    try:
-        return app_id(spark)
-    except Exception:  # a session that cannot be asked (stopped meanwhile)
-        return None
-
-
-def note_trained(spark) -> None:
-    """Record that ``spark`` ran a training job (called by the runner): later trainers on it add
-    no warm-up job, since the workers that ran it have Keras imported and build a model in well
-    under a second, while the extra job delayed the next run's setup (warm ``train()`` calls on
-    the digits took 2.7 s instead of 1.7 s on JAX, 4.0 s instead of 2.6 s on TensorFlow)."""
-    app = _app(spark)
-    if app is not None:
-        _trained.add(app)
 
 
 def _slots(spark) -> int:
@@ -188,8 +170,8 @@ def start_for_trainer(
     """The warm-up of a trainer just built: on ``spark`` or the active session (never starting
     one), ``num_workers`` tasks (at most the slots there are) building its model under its
     strategy's worker settings; none for a GPU run (its tasks pin their GPUs before the backend
-    import, :mod:`distkeras.spark.gpus`), nor once that session has run a training job (its
-    workers are warm, see :func:`note_trained`)."""
+    import, :mod:`distkeras.spark.gpus`), nor while the workers of the session's last run are
+    alive (:func:`distkeras.spark.keep_warm.workers_warm`)."""
     if not enabled() or gpus_per_worker:
         return Warmup()
     if spark is None:
@@ -198,7 +180,11 @@ def start_for_trainer(
         spark = active_session()
         if spark is None:
             return Warmup()
-    if _app(spark) in _trained:  # warm workers (see note_trained)
+    if workers_warm(spark):
+        # The workers of an earlier run are alive (distkeras.spark.keep_warm): they have Keras
+        # imported and build a model in well under a second, while the extra job delayed the
+        # next run's setup (warm train() calls on the digits took 2.7 s instead of 1.7 s on JAX,
+        # 4.0 s instead of 2.6 s on TensorFlow).
         return Warmup()
     with _lock:
         busy = [h for (sid, *_rest), h in _last.items() if sid == id(spark) and not h.done]

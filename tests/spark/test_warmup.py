@@ -93,11 +93,22 @@ def test_no_warmup_where_a_gpu_task_must_pin_before_the_backend_import():
     assert handle.thread is None and handle.done
 
 
-def test_no_trainer_warmup_once_the_session_has_trained(spark):
-    """A later trainer on a session that already ran a training job finds warm workers: no job."""
+def test_no_trainer_warmup_while_the_last_runs_workers_are_alive(spark, monkeypatch):
+    """A later trainer on a session whose last run's workers are alive (a run ended less than
+    Spark's idle limit ago, or distkeras.spark.keep_warm keeps them) adds no job; once they are
+    gone it warms the workers again."""
     from distkeras.core.strategies import get_strategy
+    from distkeras.spark import keep_warm
 
     strategy = get_strategy("downpour")
-    warmup.note_trained(spark)
+    monkeypatch.setenv(keep_warm.ENV_KEEP_WARM, "0")  # only the run's end counts here
+    with keep_warm.training(spark):
+        pass
     handle = warmup.start_for_trainer(spark, "jax", '{"unused": true}', strategy, 2)
     assert handle.thread is None and handle.result is None
+    # the same session after Spark's idle limit without a keeper: its workers are gone
+    monkeypatch.setitem(keep_warm._ended, keep_warm._app(spark), keep_warm.time.monotonic() - keep_warm.SPARK_IDLE_LIMIT_S)
+    monkeypatch.setattr(keep_warm, "_keepers", {})
+    handle = warmup.start_for_trainer(spark, "jax", None, strategy, 1)
+    assert handle.thread is not None
+    handle.wait(600)
