@@ -8,8 +8,8 @@ a constant ``IDLE_WORKER_TIMEOUT_NS`` of one minute, checked every 10 s; no sett
 read in Spark 4.3's bytecode; a job 70 s after the last one found new workers, one 55 s after it
 the same). So a run that follows a minute of thinking, plotting or evaluating in a
 notebook starts in fresh workers and pays for them again. Measured on the 2-core test machine
-(``benchmarks/end_to_end.py``, JAX, a DOWNPOUR run after a 65 s ``model.fit``): 3.0–3.7 s of
-Keras import and model build and 0.9–1.4 s of compiling per worker, against 0.004–0.007 s and
+(``benchmarks/end_to_end.py``, JAX, DOWNPOUR runs after an 87–97 s ``model.fit`` run): 3.0–3.7 s of
+Keras import and model build and 0.9–1.4 s of compiling per worker, against 0.004–0.011 s and
 0.01–0.02 s in workers that were kept.
 
 After each training run the driver keeps them: a background thread submits, every
