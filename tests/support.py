@@ -44,6 +44,22 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
     raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
 
 
+
+class _Conf:
+    def __init__(self, values: dict[str, str]):
+        self.values = values
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+
+class SessionWithConf:
+    """A stand-in SparkSession that only answers ``spark.conf.get`` (no job can run on it)."""
+
+    def __init__(self, values: dict[str, str]):
+        self.conf = _Conf(values)
+
+
 _BLOCKER = """
 import sys
 

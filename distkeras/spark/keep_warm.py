@@ -35,7 +35,7 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from distkeras.core.cache_dirs import OFF
 
@@ -78,19 +78,41 @@ def check_keep_seconds(seconds: float | None) -> float:
     return float(seconds)
 
 
-def why_not(conf: Callable[[str], str | None]) -> str | None:
-    """Why a session with these settings (``conf(key)``: the value or None) keeps no workers, or None."""
-    if (conf("spark.python.worker.reuse") or "true").strip().lower() == "false":
-        return "spark.python.worker.reuse=false: every task starts a fresh Python worker"
+def reuses_workers(spark) -> bool:
+    """False when the session starts a fresh Python worker per task (spark.python.worker.reuse
+    off, e.g. one per GPU task): then nothing a task leaves behind would be found by the next."""
+    from .compat import conf_get
+
+    return (conf_get(spark, "spark.python.worker.reuse") or "true").strip().lower() != "false"
+
+
+def has_gpu_executors(spark) -> bool:
+    """True when the executors announce GPUs: a GPU task pins its devices before any backend
+    import in its Python worker (:mod:`distkeras.spark.gpus`), so no warm-up may import one there."""
+    from .compat import conf_get
+
     try:
-        gpus = float(conf("spark.executor.resource.gpu.amount") or 0)
+        return float(conf_get(spark, "spark.executor.resource.gpu.amount") or 0) > 0
     except ValueError:  # not a number: Spark itself refuses it when the application starts
-        gpus = 0.0
-    if gpus > 0:
+        return False
+
+
+def why_not(spark) -> str | None:
+    """Why ``spark`` keeps no workers (its settings), or None."""
+    from .compat import conf_get
+
+    if not reuses_workers(spark):
+        return "spark.python.worker.reuse=false: every task starts a fresh Python worker"
+    if has_gpu_executors(spark):
         return "the executors have GPUs: a GPU task pins its devices before the backend import"
-    if (conf("spark.dynamicAllocation.enabled") or "false").strip().lower() == "true":
+    if (conf_get(spark, "spark.dynamicAllocation.enabled") or "false").strip().lower() == "true":
         return "dynamic allocation: keeping the workers would hold executors Spark gives back when idle"
     return None
+
+
+def _recent(t: float | None) -> bool:
+    """Whether ``t`` (time.monotonic()) is less than Spark's idle limit ago, less its 10 s between checks."""
+    return t is not None and time.monotonic() - t < SPARK_IDLE_LIMIT_S - 10.0
 
 
 class _Ping:
@@ -144,9 +166,7 @@ class Keeper:
         """Whether the workers of the last run are still alive as far as the driver knows: a run
         or keep-alive job ended less than Spark's idle limit ago (less a check period), or a run is going on."""
         with self._cond:
-            if self.runs:
-                return True
-            return self.last_activity is not None and time.monotonic() - self.last_activity < SPARK_IDLE_LIMIT_S - 10.0
+            return bool(self.runs) or _recent(self.last_activity)
 
     def stop(self, reason: str = "stopped") -> None:
         with self._cond:
@@ -203,9 +223,11 @@ class Keeper:
                 spark.sparkContext.setJobDescription(JOB_DESCRIPTION)  # a local property of this thread
             rows = spark.range(0, n, 1, n).mapInArrow(_Ping(), SCHEMA).toArrow().to_pylist()
         except Exception as exc:  # noqa: BLE001 - a keep-alive never fails anything; the reason is kept
-            reason = "the Spark session stopped" if _session_stopped(spark) else f"a keep-alive job failed: {type(exc).__name__}: {exc}"
-            if not reason.startswith("the Spark session"):
-                log.warning("distkeras stops keeping the Python workers warm: %s", reason)
+            if _session_stopped(spark):
+                self.stop("the Spark session stopped")
+                return
+            reason = f"a keep-alive job failed: {type(exc).__name__}: {exc}"
+            log.warning("distkeras stops keeping the Python workers warm: %s", reason)
             self.stop(reason)
             return
         with self._cond:
@@ -246,11 +268,11 @@ def _app(spark) -> str | None:
 def keeper(spark, interval: float = INTERVAL_S) -> Keeper | None:
     """The keeper of ``spark``'s application (made on first use), or None when that session
     keeps no workers (:func:`why_not`) or cannot be asked."""
-    from .compat import conf_get
-
     app = _app(spark)
-    if app is None or why_not(lambda key: conf_get(spark, key)) is not None:
-        return None
+    return None if app is None or why_not(spark) is not None else _keeper_of(app, spark, interval)
+
+
+def _keeper_of(app: str, spark, interval: float = INTERVAL_S) -> Keeper:
     with _lock:
         found = _keepers.get(app)
         if found is None or found.stopped is not None:
@@ -263,18 +285,16 @@ def training(spark, keep_s: float | None = None) -> Iterator[dict[str, Any]]:
     """Wrap a training run on ``spark``: its workers are kept ``keep_s`` seconds after it ends
     (None: :func:`keep_seconds_default`). Yields a record for the run's history: ``keep_s``
     (0 when nothing is kept) and, when nothing is kept, ``reason``."""
-    from .compat import conf_get
-
     seconds = check_keep_seconds(keep_s)
-    record: dict[str, Any] = {"keep_s": seconds}
-    found = keeper(spark) if seconds > 0 else None
     app = _app(spark)
+    if seconds <= 0:
+        reason = f"turned off (keep_warm_s=0 or {ENV_KEEP_WARM}=0)"
+    else:
+        reason = "the session cannot be asked" if app is None else why_not(spark)
+    found = _keeper_of(app, spark) if reason is None else None
+    record: dict[str, Any] = {"keep_s": seconds} if found is not None else {"keep_s": 0.0, "reason": reason}
     try:
         if found is None:
-            record["keep_s"] = 0.0
-            record["reason"] = (
-                f"turned off (keep_warm_s=0 or {ENV_KEEP_WARM}=0)" if seconds <= 0 else why_not(lambda key: conf_get(spark, key)) or "the session cannot be asked"
-            )
             yield record
         else:
             with found.training(seconds):
@@ -294,9 +314,7 @@ def workers_warm(spark) -> bool:
         return False
     with _lock:
         found, ended = _keepers.get(app), _ended.get(app)
-    if found is not None and found.warm():
-        return True
-    return ended is not None and time.monotonic() - ended < SPARK_IDLE_LIMIT_S - 10.0
+    return (found is not None and found.warm()) or _recent(ended)
 
 
 def status(spark) -> dict[str, Any] | None:
@@ -313,8 +331,10 @@ __all__ = [
     "INTERVAL_S",
     "Keeper",
     "check_keep_seconds",
+    "has_gpu_executors",
     "keep_seconds_default",
     "keeper",
+    "reuses_workers",
     "status",
     "training",
     "why_not",

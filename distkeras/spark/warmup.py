@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from distkeras.core.cache_dirs import OFF
 
-from .keep_warm import workers_warm
+from .keep_warm import has_gpu_executors, reuses_workers, workers_warm
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -103,25 +103,6 @@ def _slots(spark) -> int:
         return 0
 
 
-def _reuses_workers(spark) -> bool:
-    """False when the session starts a fresh Python worker per task (spark.python.worker.reuse
-    off, e.g. one per GPU task): then nothing a warm-up leaves behind would be found."""
-    from .compat import conf_get
-
-    return (conf_get(spark, "spark.python.worker.reuse") or "true").strip().lower() != "false"
-
-
-def _has_gpu_executors(spark) -> bool:
-    """True when the executors announce GPUs: a GPU task pins its devices before any backend
-    import in its Python worker (:mod:`distkeras.spark.gpus`), so no warm-up may import one there."""
-    from .compat import conf_get
-
-    try:
-        return float(conf_get(spark, "spark.executor.resource.gpu.amount") or 0) > 0
-    except ValueError:  # not a number: Spark itself refuses it when the application starts
-        return False
-
-
 def start(
     spark: "SparkSession",
     backend: str | None = None,
@@ -136,7 +117,7 @@ def start(
     ``DISTKERAS_WARMUP=0``, when the session does not reuse Python workers, when its executors have
     GPUs (a GPU task pins them before the backend import), when the cluster has no
     task slot yet, or when the same warm-up is still running on this session."""
-    if not enabled() or not _reuses_workers(spark) or _has_gpu_executors(spark):
+    if not enabled() or not reuses_workers(spark) or has_gpu_executors(spark):
         return Warmup()
     n = int(tasks) if tasks else _slots(spark)
     if n < 1:

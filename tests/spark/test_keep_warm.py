@@ -11,17 +11,9 @@ import pytest
 pytest.importorskip("pyarrow")
 
 from distkeras.spark import keep_warm  # noqa: E402
+from tests.support import SessionWithConf, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-
-def _wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.mark.parametrize("value,seconds", [("", 600.0), ("0", 0.0), ("off", 0.0), ("No", 0.0), ("120", 120.0), (" 2.5 ", 2.5)])
@@ -46,15 +38,15 @@ def test_a_bad_run_value_is_refused(value):
 
 
 def test_sessions_that_keep_no_workers_say_why():
-    def conf(values):
-        return lambda key: values.get(key)
+    def why(values):
+        return keep_warm.why_not(SessionWithConf(values))
 
-    assert keep_warm.why_not(conf({})) is None
-    assert keep_warm.why_not(conf({"spark.python.worker.reuse": "true", "spark.dynamicAllocation.enabled": "false"})) is None
-    assert "fresh Python worker" in keep_warm.why_not(conf({"spark.python.worker.reuse": "False"}))
-    assert "GPUs" in keep_warm.why_not(conf({"spark.executor.resource.gpu.amount": "1"}))
-    assert keep_warm.why_not(conf({"spark.executor.resource.gpu.amount": "0"})) is None
-    assert "dynamic allocation" in keep_warm.why_not(conf({"spark.dynamicAllocation.enabled": "true"}))
+    assert why({}) is None
+    assert why({"spark.python.worker.reuse": "true", "spark.dynamicAllocation.enabled": "false"}) is None
+    assert "fresh Python worker" in why({"spark.python.worker.reuse": "False"})
+    assert "GPUs" in why({"spark.executor.resource.gpu.amount": "1"})
+    assert why({"spark.executor.resource.gpu.amount": "0"}) is None
+    assert "dynamic allocation" in why({"spark.dynamicAllocation.enabled": "true"})
 
 
 def test_keep_alive_jobs_run_only_while_idle_and_stop_at_the_deadline(spark):
@@ -69,17 +61,17 @@ def test_keep_alive_jobs_run_only_while_idle_and_stop_at_the_deadline(spark):
         with keeper.training(8.0):
             time.sleep(1.0)  # three intervals into a run: no keep-alive job competes with it
             assert keeper.jobs == 1 and keeper.warm()
-        assert _wait_for(lambda: keeper.jobs >= 3, 8.0), str(keeper.status())  # a job takes 0.4-1 s here
+        wait_for(lambda: keeper.jobs >= 3, 8.0)  # a job takes 0.4-1 s here
         assert keeper.warm()
         # 8 s after the run's end nothing is kept any more, and no job follows
-        assert _wait_for(lambda: not keeper._thread.is_alive(), 20.0), str(keeper.status())
+        wait_for(lambda: not keeper._thread.is_alive(), 20.0)
         jobs = keeper.jobs
         time.sleep(0.8)
         assert keeper.jobs == jobs and keeper.status()["keeping"] is False and keeper.stopped is None
         # a later run starts keeping again
         with keeper.training(5.0):
             pass
-        assert _wait_for(lambda: keeper.jobs > jobs, 5.0)
+        wait_for(lambda: keeper.jobs > jobs, 5.0)
     finally:
         keeper.stop()
     assert not keeper._thread.is_alive() and keeper.stopped == "stopped"
@@ -110,7 +102,7 @@ def test_a_stopped_session_or_a_failed_job_ends_the_keeper(monkeypatch, caplog):
     keeper = keep_warm.Keeper(_StoppedSession(), interval=0.05)
     with keeper.training(30.0):
         pass
-    assert _wait_for(lambda: keeper.stopped is not None, 5.0)
+    wait_for(lambda: keeper.stopped is not None, 5.0)
     assert keeper.stopped == "the Spark session stopped" and keeper.jobs == 0
     keeper._thread.join(5.0)
     assert not keeper._thread.is_alive()
@@ -119,7 +111,7 @@ def test_a_stopped_session_or_a_failed_job_ends_the_keeper(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger=keep_warm.__name__):
         with failing.training(30.0):
             pass
-        assert _wait_for(lambda: failing.stopped is not None, 5.0)
+        wait_for(lambda: failing.stopped is not None, 5.0)
         failing._thread.join(5.0)
     assert failing.stopped == "a keep-alive job failed: RuntimeError: executors lost"
     assert "stops keeping the Python workers warm: a keep-alive job failed" in caplog.text

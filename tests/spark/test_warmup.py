@@ -13,6 +13,7 @@ pytest.importorskip("pyarrow")
 
 from distkeras.spark import warmup  # noqa: E402
 from tests.conftest import SPARK_SLOTS  # noqa: E402
+from tests.support import SessionWithConf  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -64,32 +65,19 @@ def test_a_failing_warmup_keeps_its_error_on_the_handle(spark):
     assert "no-such-backend" in str(handle.error)
 
 
-class _Conf:
-    def __init__(self, values):
-        self.values = values
-
-    def get(self, key, default=None):
-        return self.values.get(key, default)
-
-
-class _SessionWithConf:
-    """A stand-in session that only answers ``spark.conf.get`` (no job can run on it)."""
-
-    def __init__(self, values):
-        self.conf = _Conf(values)
-
-
 def test_no_warmup_where_a_gpu_task_must_pin_before_the_backend_import():
     # Executors with GPUs: a warm-up would import the backend in the Python workers that the GPU
     # tasks then refuse (spark/gpus.py); so does a session starting a fresh worker per task.
     for values in ({"spark.executor.resource.gpu.amount": "2"}, {"spark.python.worker.reuse": "false"}):
-        handle = warmup.start(_SessionWithConf(values), "jax", tasks=2)
+        handle = warmup.start(SessionWithConf(values), "jax", tasks=2)
         assert handle.thread is None and handle.done, values
-    assert warmup._has_gpu_executors(_SessionWithConf({"spark.executor.resource.gpu.amount": "1"}))
-    assert not warmup._has_gpu_executors(_SessionWithConf({"spark.executor.resource.gpu.amount": "0"}))
-    assert not warmup._has_gpu_executors(_SessionWithConf({}))
+    from distkeras.spark.keep_warm import has_gpu_executors
+
+    assert has_gpu_executors(SessionWithConf({"spark.executor.resource.gpu.amount": "1"}))
+    assert not has_gpu_executors(SessionWithConf({"spark.executor.resource.gpu.amount": "0"}))
+    assert not has_gpu_executors(SessionWithConf({}))
     # a trainer asking for GPUs per worker gets none either, whatever its session says
-    handle = warmup.start_for_trainer(_SessionWithConf({}), "jax", '{"unused": true}', object(), 2, gpus_per_worker=1)
+    handle = warmup.start_for_trainer(SessionWithConf({}), "jax", '{"unused": true}', object(), 2, gpus_per_worker=1)
     assert handle.thread is None and handle.done
 
 
