@@ -1,5 +1,3 @@
-import sys
+from distkeras.frontends.cli import run
 
-from distkeras.frontends.cli import main
-
-sys.exit(main())
+run()

@@ -79,5 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         return 141
 
 
+def run() -> None:
+    """The ``distkeras`` command: :func:`main`, then exit with its code, skipping the exit's
+    garbage collections over everything Keras and its backend left alive (2.2 s on TensorFlow,
+    about 1 s on JAX here; :mod:`distkeras.backends.fast_exit`, ``DISTKERAS_FAST_EXIT=0`` keeps
+    CPython's usual exit)."""
+    code = main()
+    from distkeras.backends.fast_exit import freeze_for_exit
+
+    freeze_for_exit()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
