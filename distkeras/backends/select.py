@@ -83,8 +83,11 @@ def select_backend(name: str | None = None) -> str:
                 f"{'is' if len(missing) == 1 else 'are'} not installed: {BACKENDS[name][1]}"
             )
         os.environ["KERAS_BACKEND"] = name
+    from distkeras.backends.startup import jax_kept_out
+
     try:
-        import keras
+        with jax_kept_out(name):  # TensorFlow's import would import JAX too, if installed
+            import keras
     except ImportError as exc:  # e.g. keras.json names a backend that is not installed
         backend = name or "tensorflow"
         hint = BACKENDS.get(backend, ((), 'pip install "distkeras[jax]"'))[1]

@@ -13,6 +13,15 @@ and in every executor's Python worker, so both sides get the same treatment):
   available: a process that never imported TensorFlow draws nothing from it (it still seeds
   TensorFlow once imported). Everything else (the preprocessing layers that need ``tf.data``)
   keeps Keras' own lazy module.
+* **JAX stays out of a TensorFlow process.** With JAX installed (the ``[jax]`` extra beside
+  TensorFlow), importing Keras on TensorFlow imports all of JAX, 1.1-1.6 s of CPU in the driver
+  and in each worker here, for two lines that do not need it then: TensorFlow Lite's ``util``
+  module does ``from jax import jit`` for its JAX converter, and Keras' Orbax checkpoint callback
+  imports JAX to give ``jax.monitoring`` a ``record_scalar`` that JAX versions before the ones
+  we test with lacked. :func:`jax_kept_out` refuses JAX to those two modules only, while Keras is
+  first imported with TensorFlow (other importers, in any thread, are not affected; the Orbax one
+  only when the installed JAX is 0.10 or later, which has ``record_scalar``), then gives
+  TensorFlow Lite a ``jit`` that imports JAX on its first call, so its JAX converter still works.
 * **JAX's persistent compilation cache.** Compiled XLA programs are kept in a folder and reused
   by later processes (the executors' Python workers of the next run, the next notebook), on by
   default in ``~/.cache/distkeras/jax`` (``$XDG_CACHE_HOME`` respected). ``DISTKERAS_JAX_CACHE``
@@ -22,10 +31,14 @@ and in every executor's Python worker, so both sides get the same treatment):
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.util
 import os
 import sys
 import threading
 from pathlib import Path
+from typing import Iterator
 
 from distkeras.core.cache_dirs import cache_folder
 
@@ -72,6 +85,80 @@ def keep_tensorflow_lazy() -> list[str]:
         module.tf = ImportedOnly(lazy)
         changed.append(name)
     return changed
+
+
+_TFLITE_UTIL = "tensorflow.lite.python.util"
+_TFLITE_USERS = (_TFLITE_UTIL, "tensorflow.lite.python.lite")  # modules holding ``_jit``
+_ORBAX_CALLBACK = "keras.src.callbacks.orbax_checkpoint"
+_JAX_WITH_RECORD_SCALAR = (0, 10)  # jax.monitoring.record_scalar exists there (checked: 0.10.2)
+
+
+def _jax_has_record_scalar() -> bool:
+    """Whether the installed JAX is one that has ``jax.monitoring.record_scalar`` (from its
+    version, without importing it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        parts = version("jax").split(".")[:2]
+        return tuple(int("".join(c for c in p if c.isdigit()) or 0) for p in parts) >= _JAX_WITH_RECORD_SCALAR
+    except (PackageNotFoundError, ValueError):
+        return False
+
+
+def _importer_name() -> str | None:
+    """The ``__name__`` of the module whose code runs the import being resolved (the first frame
+    above the import machinery)."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
+        frame = frame.f_back
+    return None if frame is None else frame.f_globals.get("__name__")
+
+
+class RefuseJaxToTFLite(importlib.abc.MetaPathFinder):
+    """An import finder that raises ImportError for ``jax`` imported by the modules in
+    ``refused`` (TensorFlow Lite's util module then sets its ``_jit`` to None, Keras' Orbax
+    callback skips its shim) and stays out of every other import."""
+
+    def __init__(self, refused: tuple[str, ...] = (_TFLITE_UTIL,)):
+        self.refused = frozenset(refused)
+
+    def find_spec(self, name, path=None, target=None):
+        if (name == "jax" or name.startswith("jax.")) and _importer_name() in self.refused:
+            raise ModuleNotFoundError(f"{name} is imported on first use in a TensorFlow process (distkeras.backends.startup)", name=name)
+        return None
+
+
+def lazy_jit(fun=None, *args, **kwargs):
+    """``jax.jit``, imported on the first call (TensorFlow Lite's ``_jit`` in a TensorFlow process)."""
+    import jax
+
+    return jax.jit(fun, *args, **kwargs) if fun is not None else jax.jit(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def jax_kept_out(backend: str | None) -> Iterator[bool]:
+    """Around the first import of Keras with ``backend``: for TensorFlow with JAX installed and not
+    imported yet, TensorFlow Lite's util module does not import JAX, and gets :func:`lazy_jit`
+    instead once the import is over. Yields whether it acts."""
+    acts = (
+        backend == "tensorflow"
+        and "jax" not in sys.modules
+        and _TFLITE_UTIL not in sys.modules
+        and importlib.util.find_spec("jax") is not None
+    )
+    if not acts:
+        yield False
+        return
+    finder = RefuseJaxToTFLite((_TFLITE_UTIL, _ORBAX_CALLBACK) if _jax_has_record_scalar() else (_TFLITE_UTIL,))
+    sys.meta_path.insert(0, finder)
+    try:
+        yield True
+    finally:
+        sys.meta_path.remove(finder)
+        for name in _TFLITE_USERS:
+            module = sys.modules.get(name)
+            if module is not None and getattr(module, "_jit", lazy_jit) is None:
+                module._jit = lazy_jit
 
 
 def jax_cache_dir(environ: dict[str, str] | None = None) -> Path | None:

@@ -124,3 +124,79 @@ def test_no_background_import_against_the_process_own_choice():
     out = _background("jax", "tensorflow")
     assert not out["started"]
     assert out["backend"] == "tensorflow" and out["env"] == "tensorflow"  # the process's own KERAS_BACKEND decided
+
+
+# JAX stays out of a TensorFlow process: each check in a fresh interpreter, where JAX is not imported yet
+FINDER_CHILD = r"""
+import json, sys
+from distkeras.backends.startup import RefuseJaxToTFLite, jax_kept_out
+seen = {}
+with jax_kept_out("tensorflow") as acts:
+    seen["acts"] = acts
+    seen["finder"] = any(isinstance(f, RefuseJaxToTFLite) for f in sys.meta_path)
+    tflite = {"__name__": "tensorflow.lite.python.util"}
+    exec("try:\n    from jax import jit as _jit\nexcept ImportError:\n    _jit = None", tflite)
+    seen["tflite_got_jax"] = tflite["_jit"] is not None
+    seen["jax_after_tflite"] = "jax" in sys.modules
+    orbax = {"__name__": "keras.src.callbacks.orbax_checkpoint"}
+    exec("try:\n    import jax\n    got = True\nexcept ImportError:\n    got = False", orbax)
+    seen["orbax_got_jax"] = orbax["got"]
+    other = {"__name__": "users_module"}
+    exec("from jax import jit", other)  # anyone else imports it as usual
+    seen["jax_after_other"] = "jax" in sys.modules
+seen["finder_after"] = any(isinstance(f, RefuseJaxToTFLite) for f in sys.meta_path)
+print(json.dumps(seen))
+"""
+
+TF_CHILD = r"""
+import json, sys
+from distkeras.backends import select_backend
+select_backend("tensorflow")
+import keras
+from tensorflow.lite.python import lite, util
+from distkeras.backends.startup import lazy_jit
+seen = {"jax_after_keras": "jax" in sys.modules, "util_jit": util._jit is lazy_jit, "lite_jit": lite._jit is lazy_jit}
+doubled = util._jit(lambda x: x * 2)(3.0)  # TensorFlow Lite's jit still works: JAX comes now
+seen.update(doubled=float(doubled), jax_after_call="jax" in sys.modules)
+print(json.dumps(seen))
+"""
+
+
+def _fresh(code: str, backend: str) -> dict:
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_the_finder_refuses_jax_to_tensorflow_lite_only():
+    pytest.importorskip("jax")
+    seen = _fresh(FINDER_CHILD, "tensorflow")
+    assert seen == {
+        "acts": True,
+        "finder": True,
+        "tflite_got_jax": False,
+        "jax_after_tflite": False,
+        "orbax_got_jax": False,  # the installed JAX (0.10+) has the record_scalar the shim adds
+        "jax_after_other": True,
+        "finder_after": False,
+    }
+
+
+def test_a_tensorflow_process_imports_jax_only_when_tensorflow_lite_calls_it():
+    pytest.importorskip("jax")
+    pytest.importorskip("tensorflow")
+    seen = _fresh(TF_CHILD, "tensorflow")
+    assert seen == {"jax_after_keras": False, "util_jit": True, "lite_jit": True, "doubled": 6.0, "jax_after_call": True}
+
+
+def test_nothing_is_refused_for_other_backends_or_once_jax_is_imported():
+    from distkeras.backends.startup import jax_kept_out
+
+    with jax_kept_out("jax") as acts:
+        assert acts is False
+    pytest.importorskip("jax")
+    import jax  # noqa: F401 - imported in this process now
+
+    with jax_kept_out("tensorflow") as acts:
+        assert acts is False
