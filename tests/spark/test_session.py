@@ -82,6 +82,23 @@ def test_default_conf(monkeypatch):
     assert S.default_conf("local[3]")["spark.sql.shuffle.partitions"] == "6"
 
 
+def test_local_driver_jit_options(monkeypatch):
+    monkeypatch.delenv(S.ENV_SPARK_JIT, raising=False)
+    assert S.default_conf("local[2]")["spark.driver.extraJavaOptions"] == S.LOCAL_DRIVER_JIT_OPTIONS
+    assert "spark.driver.extraJavaOptions" not in S.default_conf("spark://10.1.2.3:7077")  # a cluster's driver: Java's own
+    for off in ("0", "off", "false"):
+        monkeypatch.setenv(S.ENV_SPARK_JIT, off)
+        assert "spark.driver.extraJavaOptions" not in S.default_conf("local[2]")
+
+
+def test_the_live_driver_jvm_runs_with_the_jit_options(spark):
+    if not S.is_local_master(spark.sparkContext.master) or os.environ.get(S.ENV_SPARK_JIT, "1") in ("0", "off", "false"):
+        pytest.skip("the options are for local sessions, when not turned off")
+    args = list(spark._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+    for flag in S.LOCAL_DRIVER_JIT_OPTIONS.split():
+        assert flag in args, (flag, args)
+
+
 def _executor_facts(_):
     import distkeras
 
