@@ -35,24 +35,30 @@ def _child(code: str, env_value: str | None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", CHILD + code], env=env, capture_output=True, text=True, timeout=120)
 
 
+def _collected(code: str, env_value: str | None, exit_code: int = 0) -> tuple[bool, str]:
+    """Run ``code`` after the cycle in a fresh interpreter: whether its exit collected the cycle,
+    and what it printed."""
+    out = _child(code, env_value)
+    assert out.returncode == exit_code, out.stderr
+    return "collected at exit" in out.stdout, out.stdout
+
+
+FREEZE = "from distkeras.backends.fast_exit import freeze_for_exit\nprint('frozen', freeze_for_exit())"
+
+
 def test_without_it_the_exit_collects_the_cycle():
-    out = _child("", None)
-    assert out.returncode == 0, out.stderr
-    assert "collected at exit" in out.stdout
+    assert _collected("", None)[0]
 
 
 def test_frozen_the_exit_skips_the_collection():
-    out = _child("from distkeras.backends.fast_exit import freeze_for_exit\nprint('frozen', freeze_for_exit())", None)
-    assert out.returncode == 0, out.stderr
-    assert "frozen True" in out.stdout
-    assert "collected at exit" not in out.stdout
+    collected, printed = _collected(FREEZE, None)
+    assert "frozen True" in printed and not collected
 
 
 @pytest.mark.parametrize("value", ["0", "off", "false"])
 def test_the_variable_keeps_the_usual_exit(value):
-    out = _child("from distkeras.backends.fast_exit import freeze_for_exit\nprint('frozen', freeze_for_exit())", value)
-    assert "frozen False" in out.stdout
-    assert "collected at exit" in out.stdout
+    collected, printed = _collected(FREEZE, value)
+    assert "frozen False" in printed and collected
 
 
 # the command's own entry point (pyproject's script and python -m distkeras), on a cheap command
@@ -60,23 +66,16 @@ RUN = "sys.argv = ['distkeras'{args}]\nfrom distkeras.frontends.cli import run\n
 
 
 def test_the_command_exits_fast_with_its_own_code():
-    out = _child(RUN.format(args=", 'strategies'"), None)
-    assert out.returncode == 0, out.stderr
-    assert "downpour" in out.stdout.lower()
-    assert "collected at exit" not in out.stdout
-    usage = _child(RUN.format(args=""), None)  # no command: prints the usage and exits with 2
-    assert usage.returncode == 2
-    assert "collected at exit" not in usage.stdout
+    collected, printed = _collected(RUN.format(args=", 'strategies'"), None)
+    assert "downpour" in printed.lower() and not collected
+    # no command: it prints the usage and exits with 2, still fast
+    assert not _collected(RUN.format(args=""), None, exit_code=2)[0]
 
 
 def test_the_command_keeps_the_usual_exit_when_asked():
-    out = _child(RUN.format(args=", 'strategies'"), "0")
-    assert out.returncode == 0, out.stderr
-    assert "collected at exit" in out.stdout
+    assert _collected(RUN.format(args=", 'strategies'"), "0")[0]
 
 
 def test_a_user_process_is_left_alone():
     # training in a user's process must not freeze anything: a selected backend changes no exit
-    out = _child("from distkeras.backends.startup import prepare_process\nprepare_process('numpy')", None)
-    assert out.returncode == 0, out.stderr
-    assert "collected at exit" in out.stdout
+    assert _collected("from distkeras.backends.startup import prepare_process\nprepare_process('numpy')", None)[0]
