@@ -14,8 +14,9 @@ and in every executor's Python worker, so both sides get the same treatment):
   TensorFlow once imported). Everything else (the preprocessing layers that need ``tf.data``)
   keeps Keras' own lazy module.
 * **JAX stays out of a TensorFlow process.** With JAX installed (the ``[jax]`` extra beside
-  TensorFlow), importing Keras on TensorFlow imports all of JAX, 1.1-1.6 s of CPU in the driver
-  and in each worker here, for two lines that do not need it then: TensorFlow Lite's ``util``
+  TensorFlow), importing Keras on TensorFlow imports all of JAX (1.0-1.1 s of its import time
+  here; ``select_backend("tensorflow")`` took 0.3-1.0 s longer with it), in the driver and in
+  each worker, for two lines that do not need it then: TensorFlow Lite's ``util``
   module does ``from jax import jit`` for its JAX converter, and Keras' Orbax checkpoint callback
   imports JAX to give ``jax.monitoring`` a ``record_scalar`` that JAX versions before the ones
   we test with lacked. :func:`jax_kept_out` refuses JAX to those two modules only, while Keras is
@@ -114,7 +115,7 @@ def _importer_name() -> str | None:
     return None if frame is None else frame.f_globals.get("__name__")
 
 
-class RefuseJaxToTFLite(importlib.abc.MetaPathFinder):
+class RefuseJaxTo(importlib.abc.MetaPathFinder):
     """An import finder that raises ImportError for ``jax`` imported by the modules in
     ``refused`` (TensorFlow Lite's util module then sets its ``_jit`` to None, Keras' Orbax
     callback skips its shim) and stays out of every other import."""
@@ -138,8 +139,9 @@ def lazy_jit(fun=None, *args, **kwargs):
 @contextlib.contextmanager
 def jax_kept_out(backend: str | None) -> Iterator[bool]:
     """Around the first import of Keras with ``backend``: for TensorFlow with JAX installed and not
-    imported yet, TensorFlow Lite's util module does not import JAX, and gets :func:`lazy_jit`
-    instead once the import is over. Yields whether it acts."""
+    imported yet, TensorFlow Lite's util module (and, with JAX 0.10+, Keras' Orbax callback) does
+    not import JAX, and TensorFlow Lite gets :func:`lazy_jit` once the import is over. Yields
+    whether it acts."""
     acts = (
         backend == "tensorflow"
         and "jax" not in sys.modules
@@ -149,7 +151,7 @@ def jax_kept_out(backend: str | None) -> Iterator[bool]:
     if not acts:
         yield False
         return
-    finder = RefuseJaxToTFLite((_TFLITE_UTIL, _ORBAX_CALLBACK) if _jax_has_record_scalar() else (_TFLITE_UTIL,))
+    finder = RefuseJaxTo((_TFLITE_UTIL, _ORBAX_CALLBACK) if _jax_has_record_scalar() else (_TFLITE_UTIL,))
     sys.meta_path.insert(0, finder)
     try:
         yield True

@@ -130,6 +130,18 @@ def _defaults_give_java_options(home: Path | None) -> bool:
     return any(line.split()[0] in keys for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
 
 
+def java_options_given_elsewhere(environ: Mapping[str, str] | None = None, home: Path | None = None) -> str | None:
+    """Why the driver's Java options come from outside the session's conf, where options in the
+    conf would replace them (``PYSPARK_SUBMIT_ARGS``, ``spark-defaults.conf``); None when they do
+    not. ``home``: the Spark installation (default :func:`spark_home`)."""
+    env = os.environ if environ is None else environ
+    if "driver-java-options" in env.get("PYSPARK_SUBMIT_ARGS", ""):
+        return "PYSPARK_SUBMIT_ARGS gives the driver Java options"
+    if _defaults_give_java_options(spark_home() if home is None else home):
+        return "spark-defaults.conf gives the driver Java options"
+    return None
+
+
 def plan(settings: Mapping[str, str], java: str, java_version: str, environ: Mapping[str, str] | None = None) -> CdsPlan:
     """Decide what the driver JVM about to start does about the archive (see the module's text)."""
     env = os.environ if environ is None else environ
@@ -140,13 +152,12 @@ def plan(settings: Mapping[str, str], java: str, java_version: str, environ: Map
         return CdsPlan("off", why="not on Windows")
     if env.get("PYSPARK_GATEWAY_PORT"):
         return CdsPlan("off", why="the JVM is started by someone else (PYSPARK_GATEWAY_PORT)")
-    if "driver-java-options" in env.get("PYSPARK_SUBMIT_ARGS", ""):
-        return CdsPlan("off", why="PYSPARK_SUBMIT_ARGS gives the driver Java options")
     if any(flag in settings.get(OPTIONS_KEY, "") for flag in _CHOSEN_ALREADY):
         return CdsPlan("off", why="the driver Java options already choose a CDS archive")
     home = spark_home()
-    if _defaults_give_java_options(home):
-        return CdsPlan("off", why="spark-defaults.conf gives the driver Java options")
+    elsewhere = java_options_given_elsewhere(env, home)
+    if elsewhere:
+        return CdsPlan("off", why=elsewhere)
     archive = folder / f"{archive_key(java, java_version, home, settings)}.jsa"
     try:
         if archive.stat().st_size > 0:

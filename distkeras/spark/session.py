@@ -48,7 +48,8 @@ ENV_SPARK_JIT = "DISTKERAS_SPARK_JIT"
 #: 15000 and 40000). A short run spends less of the cores on compiling start-up code it runs only
 #: a few thousand times (C2 took 9.3-12.6 CPU-seconds of a 35 s TensorFlow digits process on 2
 #: cores, 7.3-8.5 s with these), while a feed's hot loops still reach C2 within the first
-#: seconds. ``DISTKERAS_SPARK_JIT=0``, or your own ``spark.driver.extraJavaOptions``, keeps Java's.
+#: seconds. ``DISTKERAS_SPARK_JIT=0``, or your own driver Java options (the session's conf,
+#: ``spark-defaults.conf`` or ``PYSPARK_SUBMIT_ARGS``), keeps Java's.
 LOCAL_DRIVER_JIT_OPTIONS = (
     "-XX:Tier4InvocationThreshold=25000 -XX:Tier4MinInvocationThreshold=3000 "
     "-XX:Tier4CompileThreshold=75000 -XX:Tier4BackEdgeThreshold=200000"
@@ -220,7 +221,10 @@ def default_conf(master: str, app_name: str = "distkeras", backend: str | None =
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
     if is_local_master(master) and os.environ.get(ENV_SPARK_JIT, "1").strip().lower() not in OFF:
-        conf["spark.driver.extraJavaOptions"] = LOCAL_DRIVER_JIT_OPTIONS
+        from .jvm_cache import java_options_given_elsewhere
+
+        if java_options_given_elsewhere() is None:  # ours in the conf would replace those
+            conf["spark.driver.extraJavaOptions"] = LOCAL_DRIVER_JIT_OPTIONS
     return conf
 
 

@@ -129,11 +129,11 @@ def test_no_background_import_against_the_process_own_choice():
 # JAX stays out of a TensorFlow process: each check in a fresh interpreter, where JAX is not imported yet
 FINDER_CHILD = r"""
 import json, sys
-from distkeras.backends.startup import RefuseJaxToTFLite, jax_kept_out
+from distkeras.backends.startup import RefuseJaxTo, jax_kept_out
 seen = {}
 with jax_kept_out("tensorflow") as acts:
     seen["acts"] = acts
-    seen["finder"] = any(isinstance(f, RefuseJaxToTFLite) for f in sys.meta_path)
+    seen["finder"] = any(isinstance(f, RefuseJaxTo) for f in sys.meta_path)
     tflite = {"__name__": "tensorflow.lite.python.util"}
     exec("try:\n    from jax import jit as _jit\nexcept ImportError:\n    _jit = None", tflite)
     seen["tflite_got_jax"] = tflite["_jit"] is not None
@@ -144,7 +144,7 @@ with jax_kept_out("tensorflow") as acts:
     other = {"__name__": "users_module"}
     exec("from jax import jit", other)  # anyone else imports it as usual
     seen["jax_after_other"] = "jax" in sys.modules
-seen["finder_after"] = any(isinstance(f, RefuseJaxToTFLite) for f in sys.meta_path)
+seen["finder_after"] = any(isinstance(f, RefuseJaxTo) for f in sys.meta_path)
 print(json.dumps(seen))
 """
 

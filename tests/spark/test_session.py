@@ -91,6 +91,19 @@ def test_local_driver_jit_options(monkeypatch):
         assert "spark.driver.extraJavaOptions" not in S.default_conf("local[2]")
 
 
+def test_no_jit_options_over_the_users_own_java_options(monkeypatch, tmp_path):
+    # options in the session's conf would replace those of spark-defaults.conf or PYSPARK_SUBMIT_ARGS
+    monkeypatch.delenv(S.ENV_SPARK_JIT, raising=False)
+    monkeypatch.setenv("PYSPARK_SUBMIT_ARGS", "--driver-java-options -Xss4m pyspark-shell")
+    assert "spark.driver.extraJavaOptions" not in S.default_conf("local[2]")
+    monkeypatch.delenv("PYSPARK_SUBMIT_ARGS")
+    (tmp_path / "spark-defaults.conf").write_text("spark.driver.extraJavaOptions -Xss4m\n")
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
+    assert "spark.driver.extraJavaOptions" not in S.default_conf("local[2]")
+    (tmp_path / "spark-defaults.conf").write_text("# spark.driver.extraJavaOptions -Xss4m\nspark.executor.memory 2g\n")
+    assert S.default_conf("local[2]")["spark.driver.extraJavaOptions"] == S.LOCAL_DRIVER_JIT_OPTIONS
+
+
 def test_the_live_driver_jvm_runs_with_the_jit_options(spark):
     if not S.is_local_master(spark.sparkContext.master) or os.environ.get(S.ENV_SPARK_JIT, "1") in ("0", "off", "false"):
         pytest.skip("the options are for local sessions, when not turned off")
