@@ -44,7 +44,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
     raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
 
 
-
 class _Conf:
     def __init__(self, values: dict[str, str]):
         self.values = values

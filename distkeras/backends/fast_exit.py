@@ -21,16 +21,15 @@ never reached the disk. CPython does not promise ``__del__`` at exit, but such s
 from __future__ import annotations
 
 import gc
-import os
 
-from distkeras.core.cache_dirs import OFF
+from distkeras.core.cache_dirs import switched_on
 
 ENV_FAST_EXIT = "DISTKERAS_FAST_EXIT"
 
 
 def enabled() -> bool:
     """False when ``DISTKERAS_FAST_EXIT`` turns the fast exit off."""
-    return os.environ.get(ENV_FAST_EXIT, "1").strip().lower() not in OFF
+    return switched_on(ENV_FAST_EXIT)
 
 
 def freeze_for_exit() -> bool:

@@ -129,11 +129,11 @@ class RefuseJaxTo(importlib.abc.MetaPathFinder):
         return None
 
 
-def lazy_jit(fun=None, *args, **kwargs):
+def lazy_jit(fun, *args, **kwargs):
     """``jax.jit``, imported on the first call (TensorFlow Lite's ``_jit`` in a TensorFlow process)."""
     import jax
 
-    return jax.jit(fun, *args, **kwargs) if fun is not None else jax.jit(*args, **kwargs)
+    return jax.jit(fun, *args, **kwargs)
 
 
 @contextlib.contextmanager

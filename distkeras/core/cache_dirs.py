@@ -18,6 +18,13 @@ OFF = frozenset({"0", "off", "false", "no"})
 ON = frozenset({"1", "on", "true", "yes"})
 
 
+def switched_on(variable: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the on-by-default switch ``variable`` is on: unset or anything but ``0``/``off``/
+    ``false``/``no`` (any case, spaces ignored)."""
+    env = os.environ if environ is None else environ
+    return env.get(variable, "1").strip().lower() not in OFF
+
+
 def cache_folder(variable: str, name: str, environ: Mapping[str, str] | None = None) -> Path | None:
     """The folder the cache ``name`` uses as ``variable`` asks (None: turned off)."""
     env = os.environ if environ is None else environ

@@ -33,7 +33,7 @@ import sysconfig
 import warnings
 from typing import TYPE_CHECKING, Any, Mapping
 
-from distkeras.core.cache_dirs import OFF
+from distkeras.core.cache_dirs import switched_on
 from distkeras.spark import compat
 from distkeras.spark.errors import SparkUnavailableError
 
@@ -220,7 +220,7 @@ def default_conf(master: str, app_name: str = "distkeras", backend: str | None =
     if _is_loopback_master(master):
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
-    if is_local_master(master) and os.environ.get(ENV_SPARK_JIT, "1").strip().lower() not in OFF:
+    if is_local_master(master) and switched_on(ENV_SPARK_JIT):
         from .jvm_cache import java_options_given_elsewhere
 
         if java_options_given_elsewhere() is None:  # ours in the conf would replace those

@@ -24,7 +24,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from distkeras.core.cache_dirs import OFF
+from distkeras.core.cache_dirs import switched_on
 
 from .keep_warm import has_gpu_executors, reuses_workers, workers_warm
 
@@ -87,7 +87,7 @@ class Warmup:
 
 
 def enabled() -> bool:
-    return os.environ.get(ENV_WARMUP, "1").strip().lower() not in OFF
+    return switched_on(ENV_WARMUP)
 
 
 _lock = threading.Lock()

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from distkeras.core.cache_dirs import switched_on
 from distkeras.spark import session as S
 from distkeras.spark.errors import SparkUnavailableError
 
@@ -105,7 +106,7 @@ def test_no_jit_options_over_the_users_own_java_options(monkeypatch, tmp_path):
 
 
 def test_the_live_driver_jvm_runs_with_the_jit_options(spark):
-    if not S.is_local_master(spark.sparkContext.master) or os.environ.get(S.ENV_SPARK_JIT, "1") in ("0", "off", "false"):
+    if not S.is_local_master(spark.sparkContext.master) or not switched_on(S.ENV_SPARK_JIT):
         pytest.skip("the options are for local sessions, when not turned off")
     args = list(spark._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
     for flag in S.LOCAL_DRIVER_JIT_OPTIONS.split():
